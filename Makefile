@@ -1,0 +1,63 @@
+# afina — the two commands are `make demo` and `make test`; everything else is what they use.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+TOOLS := .afina/tools
+COMPOSE_VERSION := v2.40.3
+COMPOSE_PLUGIN := $(TOOLS)/docker/cli-plugins/docker-compose
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test stack-up stack-down stack-status bench compose clean
+
+help:
+	@echo "make demo    set up and start afina on this machine (local Kafka, MinIO, Prefect)"
+	@echo "make test    set up and run the whole test suite against the real servers"
+	@echo "make bench   run the benchmarks under benchmarks/"
+	@echo "make stack-up | stack-down | stack-status    the local stack alone"
+	@echo "make clean   stop the stack and remove the virtualenv and local state"
+
+# Python environment: one pyproject, an editable install with the test extras.
+$(INSTALLED): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: afina needs Python 3.11 (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# Docker Compose v2 as a docker CLI plugin, built from the Go module proxy (no engine is needed
+# to validate docker-compose.yml with `docker compose config`).
+$(COMPOSE_PLUGIN): deploy/compose/go.mod deploy/compose/go.sum
+	mkdir -p $(dir $@)
+	cd deploy/compose && go build -ldflags "-X github.com/docker/compose/v2/internal.Version=$(COMPOSE_VERSION)" \
+		-o $(abspath $@) github.com/docker/compose/v2/cmd
+
+compose: $(COMPOSE_PLUGIN)
+
+setup: $(INSTALLED) $(COMPOSE_PLUGIN)
+
+demo: setup
+	$(BIN)/afina stack up
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/stack.py
+
+stack-up: $(INSTALLED)
+	$(BIN)/afina stack up
+
+stack-down: $(INSTALLED)
+	$(BIN)/afina stack down
+
+stack-status: $(INSTALLED)
+	$(BIN)/afina stack status
+
+clean:
+	-test -x $(BIN)/afina && $(BIN)/afina stack down
+	rm -rf $(VENV) .afina

@@ -1,0 +1,57 @@
+"""The ``afina`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from services import stack
+from services.contracts import Settings
+
+app = typer.Typer(help="afina: continuous fine-tuning from the documents a company keeps producing.", no_args_is_help=True)
+stack_app = typer.Typer(help="The local stack: Kafka, MinIO and Prefect as real servers, no Docker.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+
+def _print_parts(parts: list[stack.PartStatus]) -> None:
+    for part in parts:
+        pid = f"pid {part.pid}" if part.pid else "-"
+        typer.echo(f"{part.name:<8} {part.state:<10} {pid:<11} {'  '.join(part.addresses)}")
+        typer.echo(f"{'':<8} log {part.log}")
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Install (cached), start and health-check the local stack; reuse what already runs."""
+    try:
+        parts = stack.up(Settings(), echo=typer.echo)
+    except stack.StackError as exc:
+        typer.secho(f"afina stack up: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    _print_parts(parts)
+
+
+@stack_app.command("init")
+def stack_init() -> None:
+    """Create the contract topics, buckets and inbox notifications on running servers (idempotent)."""
+    stack.init(Settings())
+    typer.echo("topics, buckets and inbox notifications are in place")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the servers that `afina stack up` started (nothing else)."""
+    stopped = stack.down(Settings())
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing to stop")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show each server of the local stack; exit 1 unless all are running and healthy."""
+    parts = stack.status(Settings())
+    _print_parts(parts)
+    if any(part.state != "running" for part in parts):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

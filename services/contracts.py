@@ -1,0 +1,198 @@
+"""The contracts every afina part relies on: settings, topics, buckets and events.
+
+Every service imports these names from here and nowhere else, so that a change to
+a contract is one change. The event models are the wire format on Kafka (JSON);
+each carries ``schema_version``, and changing a model's fields means a new version.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+from urllib.parse import urlsplit
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One settings model for every service; environment variables ``AFINA_<FIELD>``.
+
+    The defaults point at the local stack that ``afina stack up`` starts.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AFINA_", extra="ignore")
+
+    state_dir: Path = Field(
+        Path(".afina"),
+        description="Servers' data, logs, pid files and built tools of the local stack.",
+    )
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    kafka_controller_port: int = Field(
+        9093, description="KRaft controller port of the local Kafka (local stack only)."
+    )
+    s3_endpoint: str = Field("127.0.0.1:9000", description="MinIO/S3 endpoint, host:port.")
+    s3_console_port: int = Field(9001, description="MinIO console port (local stack only).")
+    s3_access_key: str = Field("afina", description="MinIO/S3 access key.")
+    s3_secret_key: str = Field("afina-secret", description="MinIO/S3 secret key.")
+    s3_secure: bool = Field(False, description="Use TLS to reach MinIO/S3.")
+    prefect_api_url: str = Field(
+        "http://127.0.0.1:4200/api", description="Prefect server API URL."
+    )
+    base_model: str = Field(
+        "afina-tiny",
+        description="Base causal LM: a Hugging Face id, a local path, or the built-in afina-tiny.",
+    )
+
+    @property
+    def kafka_port(self) -> int:
+        return _port_of(self.kafka_bootstrap_servers.split(",")[0])
+
+    @property
+    def s3_port(self) -> int:
+        return _port_of(self.s3_endpoint)
+
+    @property
+    def prefect_port(self) -> int:
+        return urlsplit(self.prefect_api_url).port or 80
+
+    @property
+    def s3_url(self) -> str:
+        return f"{'https' if self.s3_secure else 'http'}://{self.s3_endpoint}"
+
+
+def _port_of(host_port: str) -> int:
+    return int(host_port.rsplit(":", 1)[1])
+
+
+class Topic(enum.StrEnum):
+    """Kafka topics. Keys are the document's stable source id (per-document ordering)."""
+
+    DOCUMENTS_DISCOVERED = "afina.documents.discovered"
+    DOCUMENTS_NORMALIZED = "afina.documents.normalized"
+    DOCUMENTS_REJECTED = "afina.documents.rejected"
+    MODELS_PROMOTED = "afina.models.promoted"
+    # MinIO's own bucket notifications for the inbox bucket (MinIO's event JSON, not an
+    # afina event); the connector turns them into DocumentDiscovered.
+    INBOX_NOTIFICATIONS = "afina.inbox.notifications"
+
+
+class Bucket(enum.StrEnum):
+    INBOX = "inbox"  # what people drop
+    RAW = "raw"  # content-addressed bytes: raw/<sha256>
+    DATASETS = "datasets"  # immutable parts and snapshots
+    MODELS = "models"  # registry: versions and aliases
+
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Fields every event carries. Unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    event_id: UUID = Field(default_factory=uuid4)
+    occurred_at: datetime = Field(default_factory=_now)
+
+
+class ChangeKind(enum.StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+class DocumentDiscovered(Event):
+    """A document appeared, changed or went away in watched storage (claim check: bytes are in ``raw``)."""
+
+    source_id: str = Field(min_length=1, description="Stable id: 'folder:<relative path>' or 'bucket:<bucket>/<key>'.")
+    kind: ChangeKind
+    sha256: Sha256 | None = Field(None, description="Content hash; the raw object is raw/<sha256>. None when deleted.")
+    size: int | None = Field(None, ge=0)
+    media_type: str | None = Field(None, description="Sniffed from the content, e.g. 'application/pdf'.")
+    modified_at: datetime | None = None
+
+
+class DocumentNormalized(Event):
+    """A document version was written to the dataset store as one immutable part (or a tombstone)."""
+
+    source_id: str = Field(min_length=1)
+    sha256: Sha256 | None
+    part_key: str = Field(description="Object key of the Parquet part (or tombstone) in the datasets bucket.")
+    deleted: bool = False
+    language: str | None = None
+    media_type: str | None = None
+    chunks: int = Field(0, ge=0)
+    tokens: int = Field(0, ge=0)
+    tokenizer: str | None = None
+
+
+class RejectReason(enum.StrEnum):
+    CORRUPT = "corrupt"
+    ENCRYPTED = "encrypted"
+    UNSUPPORTED = "unsupported"
+    EMPTY = "empty"
+    TOO_LARGE = "too_large"
+    BOMB = "bomb"
+    NO_TEXT = "no_text"
+    TIMEOUT = "timeout"
+    DUPLICATE = "duplicate"
+    LOW_QUALITY = "low_quality"
+    INVALID_EVENT = "invalid_event"  # a Kafka record that is not a valid contract event
+
+
+class DocumentRejected(Event):
+    """Dead letter: something could not be processed; the reason says why, for a person."""
+
+    source_id: str = Field(min_length=1, description="The document, or 'topic/partition/offset' for a bad record.")
+    sha256: Sha256 | None = None
+    reason: RejectReason
+    message: str = Field(min_length=1)
+    stage: Literal["connector", "normalizer", "consumer"]
+    payload: str | None = Field(None, description="The offending record (truncated) for invalid events.")
+
+
+class ModelPromoted(Event):
+    """The champion alias moved to a new model version."""
+
+    version: int = Field(ge=0)
+    previous_version: int | None = Field(None, ge=0)
+    snapshot_id: str
+    base_model: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+EVENT_TOPICS: dict[Topic, type[Event]] = {
+    Topic.DOCUMENTS_DISCOVERED: DocumentDiscovered,
+    Topic.DOCUMENTS_NORMALIZED: DocumentNormalized,
+    Topic.DOCUMENTS_REJECTED: DocumentRejected,
+    Topic.MODELS_PROMOTED: ModelPromoted,
+}
+
+
+E = TypeVar("E", bound=Event)
+
+
+class InvalidEvent(ValueError):
+    """A record that does not match its topic's contract; ``str()`` says what is wrong."""
+
+
+def parse_event(model: type[E], raw: bytes | str) -> E:
+    """Validate a JSON record against an event model, with an error a person can read."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<record>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidEvent(f"not a valid {model.__name__} (schema_version 1): {problems}") from None

@@ -1,0 +1,116 @@
+"""The local stack: real Kafka, MinIO and Prefect servers as processes, no Docker.
+
+``up`` installs what is missing (cached), starts what is not running, waits on
+real health checks and creates the contract topics and buckets; it reuses
+servers it started earlier. ``down`` stops only what ``up`` started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Literal
+
+from services.contracts import Settings
+from services.stack import kafka, minio, prefect
+from services.stack.process import ManagedProcess, StackError
+
+__all__ = ["StackError", "PartStatus", "up", "down", "status", "init"]
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    name: str
+    state: Literal["started", "reused", "running", "unhealthy", "stopped"]
+    addresses: tuple[str, ...]
+    pid: int | None
+    log: str
+
+
+@dataclass(frozen=True)
+class _Part:
+    process: ManagedProcess
+    start: Callable[[Settings, ManagedProcess], None]
+    addresses: tuple[str, ...]
+    start_timeout_s: float
+
+
+def _parts(settings: Settings) -> dict[str, _Part]:
+    return {
+        "kafka": _Part(
+            kafka.process(settings), kafka.start, (f"kafka://{settings.kafka_bootstrap_servers}",), 90
+        ),
+        "minio": _Part(
+            minio.process(settings),
+            minio.start,
+            (settings.s3_url, f"console http://127.0.0.1:{settings.s3_console_port}"),
+            60,
+        ),
+        "prefect": _Part(
+            prefect.process(settings),
+            prefect.start,
+            (settings.prefect_api_url.removesuffix("/api"),),
+            120,
+        ),
+    }
+
+
+def up(settings: Settings, echo: Callable[[str], None] = print) -> list[PartStatus]:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    parts = _parts(settings)
+    tools = settings.state_dir / "tools"
+    kafka.install(tools)
+    minio.install(tools)
+
+    # Check every port before starting anything, so a busy one leaves nothing half-started.
+    to_start = [name for name, part in parts.items() if part.process.pid() is None]
+    for name in to_start:
+        parts[name].process.check_ports_free()
+
+    def ensure(name: str) -> None:
+        if name in to_start:
+            echo(f"starting {name} ...")
+            parts[name].start(settings, parts[name].process)
+
+    # Prefect takes longest to boot and needs no other part: start it first, wait for it last.
+    # MinIO sends inbox notifications to Kafka, so it starts once Kafka answers.
+    ensure("prefect")
+    ensure("kafka")
+    parts["kafka"].process.wait_healthy(parts["kafka"].start_timeout_s)
+    ensure("minio")
+    parts["minio"].process.wait_healthy(parts["minio"].start_timeout_s)
+    init(settings)
+    parts["prefect"].process.wait_healthy(parts["prefect"].start_timeout_s)
+
+    return [_status(name, part, "started" if name in to_start else "reused") for name, part in parts.items()]
+
+
+def init(settings: Settings) -> None:
+    """Create the contract topics and buckets and the inbox notifications (idempotent).
+
+    ``up`` calls this; on servers afina did not start (docker-compose, a cluster) run it alone.
+    """
+    kafka.create_topics(settings)
+    minio.create_buckets(settings)
+
+
+def down(settings: Settings, only: Collection[str] | None = None) -> list[str]:
+    """Stop what ``up`` started (or only the named parts), dependents first; returns the names stopped."""
+    parts = _parts(settings)
+    names = [name for name in ("minio", "prefect", "kafka") if only is None or name in only]
+    return [name for name in names if parts[name].process.stop()]
+
+
+def status(settings: Settings) -> list[PartStatus]:
+    result = []
+    for name, part in _parts(settings).items():
+        if part.process.pid() is None:
+            state = "stopped"
+        else:
+            state = "running" if part.process.healthy() else "unhealthy"
+        result.append(_status(name, part, state))
+    return result
+
+
+def _status(name: str, part: _Part, state: str) -> PartStatus:
+    return PartStatus(name, state, part.addresses, part.process.pid(), str(part.process.log_file))

@@ -1,0 +1,33 @@
+"""Shared fixtures. Integration tests run against the real local stack (Kafka, MinIO, Prefect).
+
+The session fixture starts the stack once, or reuses one already running in the same
+state folder, and stops at the end only the servers it started itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from services import stack
+from services.contracts import Settings
+from services.stack.prefect import client_env
+
+# Prefect reads its settings when first imported: point it at the stack's server first.
+for _key, _value in client_env(Settings()).items():
+    os.environ.setdefault(_key, _value)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def local_stack(settings: Settings):
+    parts = stack.up(settings, echo=lambda line: None)
+    started = [part.name for part in parts if part.state == "started"]
+    yield settings
+    if started and not os.environ.get("AFINA_KEEP_STACK"):
+        stack.down(settings, only=started)

@@ -1,0 +1,89 @@
+"""The shared contracts, without any server: settings from the environment, events on the wire."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.contracts import (
+    EVENT_TOPICS,
+    Bucket,
+    ChangeKind,
+    DocumentDiscovered,
+    DocumentRejected,
+    InvalidEvent,
+    ModelPromoted,
+    RejectReason,
+    Settings,
+    Topic,
+    parse_event,
+)
+
+SHA = "0123456789abcdef" * 4
+
+
+def test_defaults_point_at_the_local_stack(monkeypatch):
+    for key in list(__import__("os").environ):
+        if key.startswith("AFINA_"):
+            monkeypatch.delenv(key)
+    s = Settings()
+    assert (s.kafka_bootstrap_servers, s.kafka_port, s.kafka_controller_port) == ("127.0.0.1:9092", 9092, 9093)
+    assert (s.s3_endpoint, s.s3_port, s.s3_url) == ("127.0.0.1:9000", 9000, "http://127.0.0.1:9000")
+    assert (s.prefect_api_url, s.prefect_port) == ("http://127.0.0.1:4200/api", 4200)
+    assert s.state_dir == Path(".afina")
+
+
+def test_environment_overrides_with_afina_prefix(monkeypatch):
+    monkeypatch.setenv("AFINA_KAFKA_BOOTSTRAP_SERVERS", "k1:29092,k2:29092")
+    monkeypatch.setenv("AFINA_S3_SECURE", "true")
+    monkeypatch.setenv("AFINA_S3_ENDPOINT", "s3.example:443")
+    s = Settings()
+    assert s.kafka_port == 29092
+    assert s.s3_url == "https://s3.example:443"
+
+
+def test_contract_names():
+    assert [str(t) for t in EVENT_TOPICS] == [
+        "afina.documents.discovered", "afina.documents.normalized",
+        "afina.documents.rejected", "afina.models.promoted",
+    ]
+    assert {str(b) for b in Bucket} == {"inbox", "raw", "datasets", "models"}
+    assert Topic.INBOX_NOTIFICATIONS not in EVENT_TOPICS  # MinIO's own JSON, not an afina event
+
+
+def test_event_json_round_trip_keeps_types():
+    event = DocumentDiscovered(source_id="folder:a/b c.pdf", kind=ChangeKind.UPDATED, sha256=SHA, size=10)
+    wire = event.model_dump_json()
+    assert json.loads(wire)["schema_version"] == 1
+    back = parse_event(DocumentDiscovered, wire)
+    assert back == event and back.kind is ChangeKind.UPDATED
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (b"not json", "DocumentDiscovered"),
+        (b'{"source_id": "x", "kind": "created", "schema_version": 2}', "schema_version"),
+        (b'{"source_id": "x", "kind": "moved"}', "kind"),
+        (b'{"source_id": "x", "kind": "created", "sha256": "ABC"}', "sha256"),
+        (b'{"source_id": "x", "kind": "created", "surprise": 1}', "surprise"),
+        (b'{"kind": "created"}', "source_id"),
+    ],
+)
+def test_invalid_records_name_what_is_wrong(record, expected):
+    with pytest.raises(InvalidEvent) as err:
+        parse_event(DocumentDiscovered, record)
+    assert "not a valid DocumentDiscovered" in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_events_are_immutable_and_checked():
+    event = ModelPromoted(version=1, snapshot_id="s1", base_model="afina-tiny")
+    with pytest.raises(Exception):
+        event.version = 2
+    with pytest.raises(Exception):
+        ModelPromoted(version=-1, snapshot_id="s1", base_model="afina-tiny")
+    with pytest.raises(Exception):
+        DocumentRejected(source_id="x", reason=RejectReason.CORRUPT, message="", stage="normalizer")
