@@ -1,0 +1,1 @@
+"""afina services and the contracts they share."""
