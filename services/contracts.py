@@ -14,7 +14,7 @@ from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         "afina-tiny",
         description="Base causal LM: a Hugging Face id, a local path, or the built-in afina-tiny.",
     )
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # processes started from here run in other folders: never hand them a relative path
+        return path.expanduser().resolve()
 
     @property
     def kafka_port(self) -> int:

@@ -67,20 +67,27 @@ def up(settings: Settings, echo: Callable[[str], None] = print) -> list[PartStat
     for name in to_start:
         parts[name].process.check_ports_free()
 
+    started: list[str] = []
+
     def ensure(name: str) -> None:
         if name in to_start:
             echo(f"starting {name} ...")
+            started.append(name)
             parts[name].start(settings, parts[name].process)
 
-    # Prefect takes longest to boot and needs no other part: start it first, wait for it last.
-    # MinIO sends inbox notifications to Kafka, so it starts once Kafka answers.
-    ensure("prefect")
-    ensure("kafka")
-    parts["kafka"].process.wait_healthy(parts["kafka"].start_timeout_s)
-    ensure("minio")
-    parts["minio"].process.wait_healthy(parts["minio"].start_timeout_s)
-    init(settings)
-    parts["prefect"].process.wait_healthy(parts["prefect"].start_timeout_s)
+    try:
+        # Prefect takes longest to boot and needs no other part: start it first, wait for it last.
+        # MinIO sends inbox notifications to Kafka, so it starts once Kafka answers.
+        ensure("prefect")
+        ensure("kafka")
+        parts["kafka"].process.wait_healthy(parts["kafka"].start_timeout_s)
+        ensure("minio")
+        parts["minio"].process.wait_healthy(parts["minio"].start_timeout_s)
+        init(settings)
+        parts["prefect"].process.wait_healthy(parts["prefect"].start_timeout_s)
+    except BaseException:
+        down(settings, only=started)  # leave nothing half-started behind
+        raise
 
     return [_status(name, part, "started" if name in to_start else "reused") for name, part in parts.items()]
 

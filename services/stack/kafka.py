@@ -95,12 +95,12 @@ def process(settings: Settings) -> ManagedProcess:
 def start(settings: Settings, proc: ManagedProcess) -> None:
     java = _java()
     libs = install(settings.state_dir / "tools")
-    home = (settings.state_dir / "kafka").resolve()
+    home = settings.state_dir / "kafka"
     config = home / "server.properties"
     home.mkdir(parents=True, exist_ok=True)
     config.write_text(_server_properties(settings, home / "data"))
     (home / "log4j2.properties").write_text(_LOG4J2)
-    classpath = f"{libs.resolve()}/*"
+    classpath = f"{libs}/*"
     if not (home / "data" / "meta.properties").exists():
         run_checked(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",

@@ -38,7 +38,7 @@ def install(tools_dir: Path) -> Path:
     run_checked(
         [go, "install", f"github.com/minio/minio@{MINIO_VERSION}"],
         f"building MinIO {MINIO_VERSION} with go install (first time only; a few minutes)",
-        env={"GOBIN": str(binary.parent.resolve())},
+        env={"GOBIN": str(binary.parent)},
     )
     return binary
 
@@ -55,7 +55,7 @@ def process(settings: Settings) -> ManagedProcess:
 
 def start(settings: Settings, proc: ManagedProcess) -> None:
     binary = install(settings.state_dir / "tools")
-    home = (settings.state_dir / "minio").resolve()
+    home = settings.state_dir / "minio"
     (home / "data").mkdir(parents=True, exist_ok=True)
     env = {
         "MINIO_ROOT_USER": settings.s3_access_key,
@@ -69,7 +69,7 @@ def start(settings: Settings, proc: ManagedProcess) -> None:
         f"MINIO_NOTIFY_KAFKA_QUEUE_DIR_{NOTIFY_TARGET}": str(home / "notify-queue"),
     }
     proc.start(
-        [str(binary.resolve()), "server", str(home / "data"),
+        [str(binary), "server", str(home / "data"),
          "--address", f"127.0.0.1:{settings.s3_port}",
          "--console-address", f"127.0.0.1:{settings.s3_console_port}"],
         env=env,

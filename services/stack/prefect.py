@@ -26,7 +26,7 @@ def process(settings: Settings) -> ManagedProcess:
 
 
 def start(settings: Settings, proc: ManagedProcess) -> None:
-    home = (settings.state_dir / "prefect").resolve()
+    home = settings.state_dir / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     env = {
         "PREFECT_HOME": str(home),

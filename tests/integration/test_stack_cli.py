@@ -106,3 +106,15 @@ def test_missing_java_or_go_is_named(other_stack_env, tmp_path):
     assert no_go.returncode == 1
     assert "'go' was not found on PATH; it is needed to build MinIO from source" in no_go.stderr
     assert afina(other_stack_env, "stack", "status").stdout.count(" stopped ") == 3  # nothing half-started
+
+
+def test_failed_up_leaves_nothing_running(other_stack_env):
+    # Prefect starts first; Kafka then refuses this configuration: the started Prefect must be stopped.
+    env = {**other_stack_env, "AFINA_KAFKA_CONTROLLER_PORT": "19092"}
+    result = afina(env, "stack", "up")
+    assert result.returncode == 1
+    assert "must differ from Kafka's port" in result.stderr
+    assert "starting prefect" in result.stdout
+    assert afina(env, "stack", "status").stdout.count(" stopped ") == 3
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", 14200)) != 0, "prefect was left running"

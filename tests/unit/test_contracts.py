@@ -32,7 +32,7 @@ def test_defaults_point_at_the_local_stack(monkeypatch):
     assert (s.kafka_bootstrap_servers, s.kafka_port, s.kafka_controller_port) == ("127.0.0.1:9092", 9092, 9093)
     assert (s.s3_endpoint, s.s3_port, s.s3_url) == ("127.0.0.1:9000", 9000, "http://127.0.0.1:9000")
     assert (s.prefect_api_url, s.prefect_port) == ("http://127.0.0.1:4200/api", 4200)
-    assert s.state_dir == Path(".afina")
+    assert s.state_dir == Path.cwd() / ".afina"  # made absolute: servers run in other folders
 
 
 def test_environment_overrides_with_afina_prefix(monkeypatch):
