@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from services import stack
+from pathlib import Path
+
+from services import logs, stack
 from services.contracts import Settings
 
 app = typer.Typer(help="afina: continuous fine-tuning from the documents a company keeps producing.", no_args_is_help=True)
@@ -51,6 +53,29 @@ def stack_status() -> None:
     _print_parts(parts)
     if any(part.state != "running" for part in parts):
         raise typer.Exit(1)
+
+
+@app.command("connector")
+def connector() -> None:
+    """Run the connector: inbox folder and inbox bucket -> raw/ in MinIO + events on Kafka."""
+    from services.connector.service import run
+
+    logs.configure("connector")
+    run(Settings())
+
+
+@app.command("drop")
+def drop(
+    files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="Files to drop."),
+    bucket: bool = typer.Option(False, "--bucket", help="Upload to the MinIO inbox bucket instead of the folder."),
+) -> None:
+    """Drop files into the inbox folder (atomically) or upload them to the inbox bucket."""
+    from services.connector import drop as dropping
+
+    settings = Settings()
+    for file in files:
+        where = dropping.to_bucket(settings, file) if bucket else dropping.to_folder(settings, file)
+        typer.echo(f"{file} -> {where}")
 
 
 if __name__ == "__main__":

@@ -44,12 +44,29 @@ class Settings(BaseSettings):
     prefect_api_url: str = Field(
         "http://127.0.0.1:4200/api", description="Prefect server API URL."
     )
+    inbox_dir: Path = Field(Path(".afina/inbox"), description="The watched inbox folder (recursive).")
+    inbox_name: str = Field(
+        "folder", pattern=r"^[a-z0-9][a-z0-9._-]*$",
+        description="Source id prefix of the inbox folder: ids are '<inbox_name>:<relative path>'.",
+    )
+    connector_watch_bucket: bool = Field(True, description="Also watch the MinIO inbox bucket.")
+    connector_max_file_bytes: int = Field(
+        512 * 1024 * 1024, gt=0, description="Larger files are rejected as too_large."
+    )
+    connector_settle_s: float = Field(
+        1.0, gt=0, description="Quiet time before a file changed without a close event is read."
+    )
+    connector_workers: int = Field(8, ge=1, description="Files read and uploaded at once.")
+    connector_rescan_s: float = Field(
+        300, gt=0, description="Full comparison of storage with the index every so often (missed events)."
+    )
+    connector_metrics_port: int = Field(9101, ge=0, description="Prometheus metrics port (0: off).")
     base_model: str = Field(
         "afina-tiny",
         description="Base causal LM: a Hugging Face id, a local path, or the built-in afina-tiny.",
     )
 
-    @field_validator("state_dir")
+    @field_validator("state_dir", "inbox_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         # processes started from here run in other folders: never hand them a relative path
@@ -86,6 +103,9 @@ class Topic(enum.StrEnum):
     # MinIO's own bucket notifications for the inbox bucket (MinIO's event JSON, not an
     # afina event); the connector turns them into DocumentDiscovered.
     INBOX_NOTIFICATIONS = "afina.inbox.notifications"
+    # Compacted: the connector's durable record of what it has published, per source id
+    # (an IndexEntry), so that a restarted or new replica finds what changed meanwhile.
+    CONNECTOR_INDEX = "afina.connector.index"
 
 
 class Bucket(enum.StrEnum):
@@ -121,7 +141,9 @@ class ChangeKind(enum.StrEnum):
 class DocumentDiscovered(Event):
     """A document appeared, changed or went away in watched storage (claim check: bytes are in ``raw``)."""
 
-    source_id: str = Field(min_length=1, description="Stable id: 'folder:<relative path>' or 'bucket:<bucket>/<key>'.")
+    source_id: str = Field(
+        min_length=1, description="Stable id: '<inbox_name>:<relative path>' or 'bucket:inbox/<key>'."
+    )
     kind: ChangeKind
     sha256: Sha256 | None = Field(None, description="Content hash; the raw object is raw/<sha256>. None when deleted.")
     size: int | None = Field(None, ge=0)
@@ -176,6 +198,19 @@ class ModelPromoted(Event):
     snapshot_id: str
     base_model: str
     metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class IndexEntry(BaseModel):
+    """What the connector last published for one source id (topic afina.connector.index, compacted)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    sha256: Sha256 | None = Field(None, description="None when deleted or rejected unread.")
+    size: int = Field(0, ge=0)
+    version: str = Field("", description="What changes with the content: a file's mtime_ns, an object's ETag.")
+    deleted: bool = False
+    rejected: bool = False
 
 
 EVENT_TOPICS: dict[Topic, type[Event]] = {

@@ -30,7 +30,9 @@ TOPIC_PARTITIONS = {
     Topic.DOCUMENTS_REJECTED: 3,
     Topic.INBOX_NOTIFICATIONS: 3,
     Topic.MODELS_PROMOTED: 1,
+    Topic.CONNECTOR_INDEX: 3,
 }
+TOPIC_CONFIGS = {Topic.CONNECTOR_INDEX: {"cleanup.policy": "compact"}}
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -120,7 +122,8 @@ def create_topics(settings: Settings) -> None:
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name=str(topic), num_partitions=partitions, replication_factor=1)
+            NewTopic(name=str(topic), num_partitions=partitions, replication_factor=1,
+                     topic_configs=TOPIC_CONFIGS.get(topic, {}))
             for topic, partitions in TOPIC_PARTITIONS.items()
             if str(topic) not in existing
         ]

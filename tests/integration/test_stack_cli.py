@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.integration.harness import AFINA
 
-AFINA = str(Path(sys.executable).with_name("afina"))
+pytestmark = pytest.mark.integration
 
 
 def afina(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

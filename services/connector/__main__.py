@@ -1,0 +1,8 @@
+"""python -m services.connector: run the connector with the settings from the environment."""
+
+from services import logs
+from services.connector.service import run
+from services.contracts import Settings
+
+logs.configure("connector")
+run(Settings())

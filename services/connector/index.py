@@ -1,0 +1,88 @@
+"""The connector's durable index: what was last published for each source id.
+
+It lives on a compacted Kafka topic, so any replica, on any machine, rebuilds it at
+start-up and finds what changed while no connector was running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker
+
+from services.contracts import ChangeKind, IndexEntry, Settings, Topic
+
+
+class IndexUnavailable(RuntimeError):
+    pass
+
+
+def decide(previous: IndexEntry | None, sha256: str | None) -> ChangeKind | None:
+    """The event a document's current content calls for (None: nothing to publish).
+
+    ``sha256`` is None when the document is gone.
+    """
+    known = previous is not None and not previous.deleted and previous.sha256 is not None
+    if sha256 is None:
+        return ChangeKind.DELETED if known else None
+    if not known:
+        return ChangeKind.CREATED
+    if previous.sha256 == sha256:
+        return None  # re-saved with the same bytes
+    return ChangeKind.UPDATED
+
+
+async def load(settings: Settings, prefixes: tuple[str, ...]) -> dict[str, IndexEntry]:
+    """Read the compacted index topic from its start to its current end, for our source ids."""
+    partitions = await _partitions(settings, Topic.CONNECTOR_INDEX)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        entries: dict[str, IndexEntry] = {}
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    key = record.key.decode()
+                    if key.startswith(prefixes) and record.value:
+                        entries[key] = IndexEntry.model_validate_json(record.value)
+        return entries
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"] or not described["partitions"]:
+        raise IndexUnavailable(f"topic {topic} does not exist: run `afina stack init`")
+    return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+
+
+async def record(broker: KafkaBroker, source_id: str, entry: IndexEntry) -> None:
+    await broker.publish(entry.model_dump_json().encode(), topic=Topic.CONNECTOR_INDEX, key=source_id.encode())
+
+
+async def load_when_available(
+    settings: Settings, prefixes: tuple[str, ...], log: logging.Logger
+) -> dict[str, IndexEntry]:
+    """load(), retried with backoff while Kafka is unreachable."""
+    delay = 0.5
+    while True:
+        try:
+            return await load(settings, prefixes)
+        except (KafkaError, OSError, asyncio.TimeoutError, IndexUnavailable) as exc:  # Kafka not there yet
+            log.warning("cannot read the connector index yet; retrying", extra={"error": str(exc), "retry_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30)

@@ -1,0 +1,110 @@
+"""Media types sniffed from a document's first bytes, with its name only as a tie-breaker.
+
+Content wins over the extension: a PDF renamed to .txt is a PDF, and an HTML page
+saved as report.pdf is HTML. Text formats that have no signature (Markdown, JSONL)
+are told apart by extension once the bytes are known to be text.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import PurePosixPath
+from typing import BinaryIO
+
+HEAD_BYTES = 8192  # how much of a file sniffing needs
+
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+ZIP = "application/zip"
+OLE = "application/x-ole-storage"  # legacy .doc/.xls, and encrypted OOXML
+HTML = "text/html"
+MARKDOWN = "text/markdown"
+JSONL = "application/jsonl"
+JSON = "application/json"
+TEXT = "text/plain"
+BINARY = "application/octet-stream"
+
+_SIGNATURES: list[tuple[bytes, str]] = [
+    (b"%PDF-", PDF),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", OLE),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"\x1f\x8b", "application/gzip"),
+]
+_OOXML_PARTS = {"word/document.xml": DOCX, "xl/workbook.xml": XLSX, "ppt/presentation.xml": PPTX}
+_TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+
+def sniff(head: bytes, name: str, whole: BinaryIO | None = None) -> str:
+    """The media type of a document from its first bytes (``HEAD_BYTES``) and its name.
+
+    ``whole`` is the whole document, seekable; it is only read for ZIP containers, whose
+    type is decided by the names of the parts inside. It is left open.
+    """
+    suffix = PurePosixPath(name).suffix.lower()
+    stripped = head.lstrip()
+    if stripped.startswith(b"%PDF-") and not head.startswith(b"%PDF-"):
+        return PDF  # leading junk before the header is common and tolerated by readers
+    for signature, media_type in _SIGNATURES:
+        if head.startswith(signature):
+            return media_type
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_type(whole) if whole is not None else ZIP
+    if not _looks_like_text(head):
+        return BINARY
+    text = _decode_head(head)
+    lowered = text.lstrip("\ufeff \t\r\n").lower()
+    if lowered.startswith(("<!doctype html", "<html")) or (suffix in {".html", ".htm"} and lowered.startswith("<")):
+        return HTML
+    if suffix == ".jsonl" or (suffix == ".json" and _is_json_lines(text)):
+        return JSONL
+    if suffix == ".json":
+        return JSON
+    if suffix in {".md", ".markdown"}:
+        return MARKDOWN
+    return TEXT
+
+
+def _zip_type(whole: BinaryIO) -> str:
+    try:
+        whole.seek(0)
+        with zipfile.ZipFile(whole) as archive:  # a ZipFile leaves a file it was given open
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return ZIP
+    for part, media_type in _OOXML_PARTS.items():
+        if part in names:
+            return media_type
+    return ZIP
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head:
+        return True
+    if head.startswith(_TEXT_BOMS):
+        return True
+    if b"\x00" in head:
+        return False
+    controls = sum(1 for byte in head if byte < 32 and byte not in (9, 10, 12, 13, 27))
+    return controls <= len(head) // 100
+
+
+def _decode_head(head: bytes) -> str:
+    # the head may end inside a character: replace, don't fail; Latin-1 text is ASCII enough here
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return head.decode("utf-16", errors="replace")
+    return head.decode("utf-8", errors="replace")
+
+
+def _is_json_lines(text: str) -> bool:
+    lines = [line for line in text.splitlines()[:3] if line.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        return all(isinstance(json.loads(line), dict) for line in lines[:-1])  # the last may be cut
+    except ValueError:
+        return False

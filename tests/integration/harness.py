@@ -1,0 +1,84 @@
+"""What integration tests use to watch afina's topics and to run its services as real processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from services.contracts import EVENT_TOPICS, Event, Settings, Topic
+
+AFINA = str(Path(sys.executable).with_name("afina"))
+
+
+class EventLog:
+    """Every afina event published on the given topics from now on, collected in a thread."""
+
+    def __init__(self, settings: Settings, topics: list[Topic]) -> None:
+        self._consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+        partitions = [TopicPartition(str(t), p) for t in topics for p in self._consumer.partitions_for_topic(str(t))]
+        self._consumer.assign(partitions)
+        self._consumer.seek_to_end()
+        for tp in partitions:
+            self._consumer.position(tp)  # fix "the end" now, before anything is published
+        self.events: list[Event] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            for tp, records in self._consumer.poll(timeout_ms=200).items():
+                model = EVENT_TOPICS[Topic(tp.topic)]
+                self.events.extend(model.model_validate_json(r.value) for r in records)
+
+    def about(self, source_id_prefix: str) -> list[Event]:
+        return [e for e in list(self.events) if getattr(e, "source_id", "").startswith(source_id_prefix)]
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float = 60, what: str = "events") -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; got {self.events[-20:]}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def afina_service(command: list[str], env: dict[str, str], log_file: Path, ready: str,
+                  timeout_s: float = 60) -> Iterator[subprocess.Popen]:
+    """Run `afina <command>` as a real process until the block ends; wait for its `ready` log line."""
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen([AFINA, *command], env={**os.environ, **env}, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while ready not in log_file.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"afina {' '.join(command)} did not get ready:\n{log_file.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
