@@ -71,7 +71,23 @@ async def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
 
 
 async def record(broker: KafkaBroker, source_id: str, entry: IndexEntry) -> None:
-    await broker.publish(entry.model_dump_json().encode(), topic=Topic.CONNECTOR_INDEX, key=source_id.encode())
+    """Record what was published, without waiting for the broker's acknowledgement.
+
+    The event it follows is already acknowledged; should this record be lost, a restart
+    publishes the event once more (at-least-once), so a round trip per document is saved.
+    """
+    sent = await broker.publish(
+        entry.model_dump_json().encode(), topic=Topic.CONNECTOR_INDEX, key=source_id.encode(), no_confirm=True
+    )
+    sent.add_done_callback(_log_lost_record)
+
+
+def _log_lost_record(sent: asyncio.Future) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        logging.getLogger("afina.connector").warning(
+            "an index record was not written; the event may be published again after a restart",
+            extra={"error": repr(sent.exception())},
+        )
 
 
 async def load_when_available(

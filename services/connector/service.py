@@ -164,10 +164,24 @@ class Connector:
             if event.is_directory:
                 self._loop.call_soon_threadsafe(self._touch_folder, rel, what)
             else:
-                delay = {"closed": CLOSED_DELAY_S, "moved_in": CLOSED_DELAY_S, "deleted": 0.0}.get(
-                    what, self.settings.connector_settle_s
-                )
-                self.files.touch_threadsafe(rel, delay)
+                self.files.touch_threadsafe(rel, self._quiet_period(what, path))
+
+    def _quiet_period(self, what: str, path: str) -> float:
+        """How long a path must stay quiet before it is read.
+
+        A close or a rename into place means the writer is done. A file created with
+        bytes already in it was moved in from elsewhere (a move sends no close). Anything
+        else may still be being written: wait for the settle time.
+        """
+        if what in ("closed", "moved_in", "deleted"):
+            return CLOSED_DELAY_S
+        if what == "created":
+            try:
+                if os.lstat(path).st_size > 0:
+                    return CLOSED_DELAY_S
+            except OSError:
+                return CLOSED_DELAY_S
+        return self.settings.connector_settle_s
 
     def _touch_folder(self, rel_dir: str, what: str) -> None:
         """A folder appeared or went away: files inside it may send no events of their own."""
