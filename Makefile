@@ -48,6 +48,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/stack.py
+	$(BIN)/python benchmarks/connector.py
 
 stack-up: $(INSTALLED)
 	$(BIN)/afina stack up
