@@ -64,6 +64,30 @@ def connector() -> None:
     run(Settings())
 
 
+@app.command("normalizer")
+def normalizer() -> None:
+    """Run a normalizer replica (a consumer group: start more for more throughput)."""
+    from services.normalizer.service import run
+
+    logs.configure("normalizer")
+    run(Settings())
+
+
+datasets_app = typer.Typer(help="The dataset store in MinIO.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("parts")
+def datasets_parts(source: str = typer.Option("", help="Only this source id.")) -> None:
+    """List the stored parts and tombstones: key, chunks, tokens, language, tokenizer."""
+    from services.normalizer.listing import list_parts
+
+    rows = list_parts(Settings(), source or None)
+    for row in rows:
+        typer.echo(f"{row.key}  {row.chunks:>4} chunks {row.tokens:>7} tokens  {row.language:<4} {row.tokenizer}")
+    typer.echo(f"{len(rows)} parts and tombstones")
+
+
 @app.command("drop")
 def drop(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="Files to drop."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from services.contracts import (
@@ -57,10 +58,14 @@ async def read_event(broker: KafkaBroker, model: type[E], msg: KafkaMessage) -> 
     reason and ``None`` is returned, so the caller acknowledges it and the stream
     keeps moving instead of redelivering a poison message forever.
     """
+    return await read_record(broker, model, msg.raw_message)
+
+
+async def read_record(broker: KafkaBroker, model: type[E], record: ConsumerRecord) -> E | None:
+    """read_event for one record of a batch."""
     try:
-        return parse_event(model, msg.body)
+        return parse_event(model, record.value)
     except InvalidEvent as exc:
-        record = msg.raw_message
         where = f"{record.topic}/{record.partition}/{record.offset}"
         await publish_event(
             broker,
@@ -69,7 +74,7 @@ async def read_event(broker: KafkaBroker, model: type[E], msg: KafkaMessage) -> 
                 reason=RejectReason.INVALID_EVENT,
                 message=f"record {where}: {exc}",
                 stage="consumer",
-                payload=msg.body.decode("utf-8", errors="replace")[:_PAYLOAD_KEPT],
+                payload=(record.value or b"").decode("utf-8", errors="replace")[:_PAYLOAD_KEPT],
             ),
             key=where,
         )

@@ -1,0 +1,1 @@
+"""Normalizer: raw documents → extracted, cleaned, deduplicated, tokenized dataset parts."""

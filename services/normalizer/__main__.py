@@ -1,0 +1,8 @@
+"""python -m services.normalizer: run a normalizer replica with the settings from the environment."""
+
+from services import logs
+from services.contracts import Settings
+from services.normalizer.service import run
+
+logs.configure("normalizer")
+run(Settings())

@@ -1,0 +1,70 @@
+"""Cleaning extracted text: Unicode repair, control characters, whitespace, hyphenation across
+line breaks, and the headers, footers and page numbers that repeat from page to page."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+
+import ftfy
+
+_PAGE_NUMBER = re.compile(r"^\s*(?:page|p[aá]g(?:ina)?\.?|-)?\s*\d{1,4}\s*(?:(?:of|de|/)\s*\d{1,4})?\s*-?\s*$", re.I)
+_HYPHENATED = re.compile(r"(\w)-\n(\w)")  # "exam-\nple" → "example"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+EDGE_LINES = 3  # headers and footers live in the first and last lines of a page
+
+
+def clean_pages(pages: list[str]) -> str:
+    """One clean text from a document's pages."""
+    pages = [_normalize(page) for page in pages]
+    pages = _drop_repeated_edges(pages)
+    return _BLANK_LINES.sub("\n\n", "\n\n".join(p for p in pages if p)).strip()
+
+
+def clean_text(text: str) -> str:
+    return clean_pages([text])
+
+
+def _normalize(text: str) -> str:
+    text = ftfy.fix_text(text, normalization="NFC")  # mojibake, broken entities, NFC
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    text = _HYPHENATED.sub(r"\1\2", text)
+    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    return "\n".join(lines).strip()
+
+
+def _drop_repeated_edges(pages: list[str]) -> list[str]:
+    """Remove page numbers at page edges, and edge lines that repeat on most pages."""
+    if len(pages) < 2:
+        return [_strip_page_numbers(page) for page in pages]
+    split = [page.split("\n") for page in pages]
+    counts: Counter[str] = Counter()
+    for lines in split:
+        counts.update({_shape(line) for line in _edges(lines) if line})
+    repeated = {shape for shape, n in counts.items() if n >= max(2, len(pages) // 2 + 1)}
+    cleaned = []
+    for lines in split:
+        head, tail = set(range(min(EDGE_LINES, len(lines)))), set(range(max(0, len(lines) - EDGE_LINES), len(lines)))
+        keep = [line for i, line in enumerate(lines)
+                if not ((i in head or i in tail) and (_shape(line) in repeated or _PAGE_NUMBER.match(line)))]
+        cleaned.append("\n".join(keep).strip())
+    return cleaned
+
+
+def _strip_page_numbers(page: str) -> str:
+    lines = page.split("\n")
+    edges = set(range(min(EDGE_LINES, len(lines)))) | set(range(max(0, len(lines) - EDGE_LINES), len(lines)))
+    return "\n".join(line for i, line in enumerate(lines) if not (i in edges and _PAGE_NUMBER.match(line))).strip()
+
+
+def _edges(lines: list[str]) -> list[str]:
+    return lines[:EDGE_LINES] + lines[-EDGE_LINES:]
+
+
+def _shape(line: str) -> str:
+    # "Page 3 of 10" and "Page 4 of 10" are the same footer
+    return re.sub(r"\d+", "#", unicodedata.normalize("NFKC", line).lower()).strip()

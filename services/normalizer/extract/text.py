@@ -1,0 +1,50 @@
+"""Plain text and Markdown, in whatever encoding they came (BOMs, UTF-8/16, Latin-1, cp1252)."""
+
+from __future__ import annotations
+
+import re
+
+from charset_normalizer import from_bytes
+
+from services.contracts import RejectReason
+from services.normalizer.extract import Extracted, Rejection
+
+WESTERN = ["cp1252", "latin_1", "iso8859_15", "mac_roman"]
+_BOMS = (("utf-8-sig", b"\xef\xbb\xbf"), ("utf-16", b"\xff\xfe"), ("utf-16", b"\xfe\xff"))
+
+
+def decode(data: bytes) -> str:
+    for encoding, bom in _BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    # Western encodings first: for Spanish and English, cp1250 and cp1252 read the same bytes
+    # and the detector cannot always tell them apart ("Año" would become "Ańo").
+    best = from_bytes(data, cp_isolation=WESTERN).best() or from_bytes(data).best()
+    if best is None:
+        raise Rejection(RejectReason.CORRUPT, "the text is in no encoding that could be recognised")
+    return str(best)
+
+
+def extract(data: bytes) -> Extracted:
+    return Extracted(pages=[_strip_markdown(decode(data))])
+
+
+_MD_SYNTAX = [
+    (re.compile(r"^```.*$", re.M), ""),  # fences (the code stays)
+    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images: keep the alt text
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # links: keep the words
+    (re.compile(r"^\s{0,3}#{1,6}\s+", re.M), ""),  # headings
+    (re.compile(r"^\s{0,3}>\s?", re.M), ""),  # quotes
+    (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),  # bold
+    (re.compile(r"^\s*[-*_]{3,}\s*$", re.M), ""),  # rules
+]
+
+
+def _strip_markdown(text: str) -> str:
+    for pattern, replacement in _MD_SYNTAX:
+        text = pattern.sub(replacement, text)
+    return text

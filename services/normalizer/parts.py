@@ -1,0 +1,89 @@
+"""Dataset parts: one immutable Parquet file per document version, at a deterministic key.
+
+    datasets/parts/<source key>/<event time>-<sha256>.parquet   a document version
+    datasets/parts/<source key>/<event time>-deleted.json       a tombstone
+
+The source key is a hash of the source id; the event time is that of the connector's
+event, so a redelivered event rewrites the same key with the same bytes (idempotent), and
+the newest entry under a source key is the document's current state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PREFIX = "parts"
+
+SCHEMA = pa.schema([
+    ("source_id", pa.string()),
+    ("sha256", pa.string()),
+    ("chunk_index", pa.int32()),
+    ("kind", pa.string()),  # "text", or "chat" for a supervised example
+    ("text", pa.string()),
+    ("messages", pa.string()),  # chat: JSON list of {"role", "content"}; null for text
+    ("token_ids", pa.list_(pa.int32())),
+    ("n_tokens", pa.int32()),
+    ("language", pa.string()),
+    ("media_type", pa.string()),
+    ("tokenizer", pa.string()),
+    ("discovered_at", pa.timestamp("us", tz="UTC")),
+    ("normalized_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """What a part's object metadata says, enough to announce it again without reading it."""
+
+    chunks: int
+    tokens: int
+    language: str
+    tokenizer: str
+
+    def as_metadata(self) -> dict[str, str]:
+        return {"afina-chunks": str(self.chunks), "afina-tokens": str(self.tokens),
+                "afina-language": self.language, "afina-tokenizer": self.tokenizer}
+
+    @classmethod
+    def from_metadata(cls, metadata) -> PartInfo:
+        get = {k.lower().removeprefix("x-amz-meta-"): v for k, v in metadata.items()}.get
+        return cls(int(get("afina-chunks", 0)), int(get("afina-tokens", 0)),
+                   get("afina-language", "und"), get("afina-tokenizer", ""))
+
+
+def source_key(source_id: str) -> str:
+    return hashlib.sha256(source_id.encode()).hexdigest()[:32]
+
+
+def _stamp(occurred_at: datetime) -> str:
+    return occurred_at.strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def part_key(source_id: str, occurred_at: datetime, sha256: str) -> str:
+    return f"{PREFIX}/{source_key(source_id)}/{_stamp(occurred_at)}-{sha256}.parquet"
+
+
+def tombstone_key(source_id: str, occurred_at: datetime) -> str:
+    return f"{PREFIX}/{source_key(source_id)}/{_stamp(occurred_at)}-deleted.json"
+
+
+def tombstone(source_id: str, occurred_at: datetime) -> bytes:
+    return json.dumps({"source_id": source_id, "deleted_at": occurred_at.isoformat()}).encode()
+
+
+def to_parquet(rows: list[dict]) -> bytes:
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def read_parquet(data: bytes) -> pa.Table:
+    return pq.read_table(io.BytesIO(data))

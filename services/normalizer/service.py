@@ -1,0 +1,237 @@
+"""The normalizer service: a consumer group on ``afina.documents.discovered``.
+
+Per document version: raw bytes from MinIO → extraction, cleaning, redaction, language and
+quality (a worker process with limits) → deduplication against the whole dataset →
+chunks and tokens → one Parquet part in ``datasets`` → ``DocumentNormalized``. The batch's
+Kafka offsets are committed only after all of that is durable. A document that cannot be
+used becomes a ``DocumentRejected`` with its reason; the stream keeps moving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaMessage
+from minio.error import S3Error
+from prometheus_client import Counter, Histogram, start_http_server
+
+from services import registry
+from services.contracts import (
+    Bucket,
+    ChangeKind,
+    DocumentDiscovered,
+    DocumentNormalized,
+    DocumentRejected,
+    RejectReason,
+    Settings,
+    Topic,
+)
+from services.messaging import kafka_broker, publish_event, read_record
+from services.normalizer import parts
+from services.normalizer.dedup import DedupIndex, Owner
+from services.normalizer.extract import Rejection
+from services.normalizer.tokenize import chunk, count_tokens
+from services.normalizer.worker import ExtractionPool
+from services.storage import minio_client, read_object
+
+log = logging.getLogger("afina.normalizer")
+
+DOCUMENTS = Counter("afina_normalizer_documents_total", "Document events handled", ["outcome"])
+REJECTED = Counter("afina_normalizer_rejected_total", "Documents rejected", ["reason"])
+TOKENS = Counter("afina_normalizer_tokens_total", "Tokens written to parts")
+SECONDS = Histogram("afina_normalizer_document_seconds", "Time to normalize one document")
+
+GROUP = "afina-normalizer"
+T = TypeVar("T")
+
+
+class Normalizer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.s3 = minio_client(settings)
+        self.broker = kafka_broker(settings, "afina-normalizer")
+        self.dedup = DedupIndex(self.s3)
+        self.pool = ExtractionPool(
+            settings.normalizer_workers, settings.normalizer_timeout_s, settings.normalizer_memory_mb << 20
+        )
+        self.pii_kinds = tuple(k.strip() for k in settings.normalizer_redact.split(",") if k.strip())
+        self.tokenizer = None
+        self.tokenizer_name = ""
+        self.broker.subscriber(
+            Topic.DOCUMENTS_DISCOVERED, group_id=GROUP, batch=True, max_records=settings.normalizer_batch,
+            auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL,
+        )(self.on_batch)
+
+    async def on_batch(self, msg: KafkaMessage) -> None:
+        events = [e for r in msg.raw_message if (e := await read_record(self.broker, DocumentDiscovered, r))]
+        # one document's events in order; different documents at once (both worker processes busy)
+        by_source: dict[str, list[DocumentDiscovered]] = defaultdict(list)
+        for event in events:
+            by_source[event.source_id].append(event)
+        await asyncio.gather(*(self._in_order(group) for group in by_source.values()))
+        await msg.ack()  # everything in the batch is durable: commit the offsets
+
+    async def _in_order(self, events: list[DocumentDiscovered]) -> None:
+        for event in events:
+            started = time.perf_counter()
+            await self.handle(event)
+            SECONDS.observe(time.perf_counter() - started)
+
+    async def handle(self, event: DocumentDiscovered) -> None:
+        if event.kind is ChangeKind.DELETED:
+            key = parts.tombstone_key(event.source_id, event.occurred_at)
+            await self._durably(lambda: asyncio.to_thread(
+                self._put, key, parts.tombstone(event.source_id, event.occurred_at), {}))
+            await self._announce(DocumentNormalized(source_id=event.source_id, sha256=None, part_key=key, deleted=True))
+            DOCUMENTS.labels("deleted").inc()
+            return
+        if event.sha256 is None:
+            await self._announce(DocumentRejected(
+                source_id=event.source_id, reason=RejectReason.INVALID_EVENT, stage="normalizer",
+                message=f"a '{event.kind}' event without a sha256 cannot be read"))
+            return
+        key = parts.part_key(event.source_id, event.occurred_at, event.sha256)
+        stored = await self._durably(lambda: asyncio.to_thread(self._stat, key))
+        if stored is not None:  # redelivered after the part was written: announce it again, write nothing
+            await self._announce(self._normalized(event, key, parts.PartInfo.from_metadata(stored.metadata)))
+            DOCUMENTS.labels("redelivered").inc()
+            return
+        try:
+            info = await self._normalize(event, key)
+        except Rejection as rejection:
+            await self._announce(DocumentRejected(
+                source_id=event.source_id, sha256=event.sha256, reason=rejection.reason,
+                message=rejection.message, stage="normalizer",
+            ))
+            REJECTED.labels(rejection.reason).inc()
+            DOCUMENTS.labels("rejected").inc()
+            log.info("rejected", extra={"source_id": event.source_id, "reason": str(rejection.reason),
+                                        "why": rejection.message})
+            return
+        await self._announce(self._normalized(event, key, info))
+        DOCUMENTS.labels("normalized").inc()
+
+    async def _normalize(self, event: DocumentDiscovered, key: str) -> parts.PartInfo:
+        data = await self._durably(lambda: asyncio.to_thread(read_object, self.s3, Bucket.RAW, event.sha256))
+        if data is None:
+            raise Rejection(RejectReason.CORRUPT, f"the raw bytes raw/{event.sha256} are missing")
+        doc = await self.pool.normalize(data, event.media_type or "", event.source_id, self.pii_kinds)
+        owner = Owner(event.source_id, event.sha256)
+        duplicate = await self._durably(lambda: asyncio.to_thread(self.dedup.claim, owner, doc.text))
+        if duplicate is not None:
+            how = "the same text as" if duplicate.similarity == 1.0 else f"{duplicate.similarity:.0%} similar to"
+            raise Rejection(RejectReason.DUPLICATE, f"{how} {duplicate.of.source_id}")
+        rows = self._rows(event, doc)
+        info = parts.PartInfo(len(rows), sum(r["n_tokens"] for r in rows), doc.language, self.tokenizer_name)
+        part = parts.to_parquet(rows)
+        await self._durably(lambda: asyncio.to_thread(self._put, key, part, info.as_metadata()))
+        TOKENS.inc(info.tokens)
+        return info
+
+    def _rows(self, event: DocumentDiscovered, doc) -> list[dict]:
+        now = datetime.now(UTC)
+        common = {"source_id": event.source_id, "sha256": event.sha256, "language": doc.language,
+                  "media_type": event.media_type, "tokenizer": self.tokenizer_name,
+                  "discovered_at": event.occurred_at, "normalized_at": now}
+        if doc.kind == "chat":
+            rendered = ["\n".join(f"{m['role']}: {m['content']}" for m in ex) for ex in doc.examples]
+            ids = count_tokens(rendered, self.tokenizer)
+            return [{**common, "chunk_index": i, "kind": "chat", "text": text, "messages": json.dumps(ex, ensure_ascii=False),
+                     "token_ids": tokens, "n_tokens": len(tokens)}
+                    for i, (ex, text, tokens) in enumerate(zip(doc.examples, rendered, ids, strict=True))]
+        chunks = chunk(doc.text, self.tokenizer, self.settings.normalizer_max_chunk_tokens)
+        return [{**common, "chunk_index": i, "kind": "text", "text": c.text, "messages": None,
+                 "token_ids": c.token_ids, "n_tokens": len(c.token_ids)} for i, c in enumerate(chunks)]
+
+    def _normalized(self, event: DocumentDiscovered, key: str, info: parts.PartInfo) -> DocumentNormalized:
+        return DocumentNormalized(
+            source_id=event.source_id, sha256=event.sha256, part_key=key, language=info.language,
+            media_type=event.media_type, chunks=info.chunks, tokens=info.tokens, tokenizer=info.tokenizer,
+        )
+
+    async def _announce(self, event: DocumentNormalized | DocumentRejected) -> None:
+        await self._durably(lambda: publish_event(self.broker, event, key=event.source_id))
+
+    def _put(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
+        self.s3.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data), metadata=metadata,
+                           content_type="application/vnd.apache.parquet" if key.endswith(".parquet") else "application/json")
+
+    def _stat(self, key: str):
+        try:
+            return self.s3.stat_object(Bucket.DATASETS, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                return None
+            raise
+
+    async def _durably(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run a storage or publishing step until it succeeds: MinIO or Kafka may be away for a
+        while. The batch is not acknowledged meanwhile, so nothing is lost."""
+        delay = 0.5
+        while True:
+            try:
+                return await step()
+            except Exception as exc:
+                log.warning("storage or Kafka step failed; retrying", extra={"error": repr(exc), "retry_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def wait_for_tokenizer(self) -> None:
+        """The champion's tokenizer from the registry; waits until a champion exists."""
+        delay = 1.0
+        while True:
+            version = await self._durably(lambda: asyncio.to_thread(registry.alias_version, self.s3))
+            if version is not None:
+                self.tokenizer, self.tokenizer_name = await asyncio.to_thread(registry.load_tokenizer, self.s3, version)
+                log.info("tokenizer loaded", extra={"tokenizer": self.tokenizer_name})
+                return
+            log.warning("no champion model in the registry yet (run `afina base init`); waiting", extra={"retry_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30)
+
+    async def run(self) -> None:
+        if self.settings.normalizer_metrics_port:
+            start_http_server(self.settings.normalizer_metrics_port, addr="127.0.0.1")
+        await self.wait_for_tokenizer()
+        delay = 0.5
+        while True:
+            try:
+                await self.broker.start()
+                break
+            except Exception as exc:  # Kafka not reachable yet
+                log.warning("Kafka is not reachable; retrying", extra={"error": str(exc), "retry_s": delay})
+                await self.broker.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+        log.info("normalizer ready", extra={"group": GROUP, "workers": self.settings.normalizer_workers})
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.broker.stop()
+            self.pool.close()
+
+
+def run(settings: Settings) -> None:
+    """Run the normalizer until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await Normalizer(settings).run()
+        except asyncio.CancelledError:
+            log.info("normalizer stopped")
+
+    asyncio.run(main())

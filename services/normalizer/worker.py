@@ -1,0 +1,49 @@
+"""Extraction in worker processes with a time and a memory limit per document.
+
+A zip bomb, a pathological PDF or a 100,000-deep HTML page costs one rejection: the
+worker that hangs is killed at the time limit, one that allocates too much gets a
+MemoryError (RLIMIT_AS), one that crashes is replaced; the service goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from pebble import ProcessExpired, ProcessPool
+
+from services.contracts import RejectReason
+from services.normalizer.extract import Rejection
+from services.normalizer.pipeline import NormalizedDoc, normalize
+
+
+def _limit_memory(max_bytes: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+
+
+class ExtractionPool:
+    def __init__(self, workers: int, timeout_s: float, memory_bytes: int) -> None:
+        self.timeout_s = timeout_s
+        self._pool = ProcessPool(max_workers=workers, max_tasks=500,
+                                 initializer=_limit_memory, initargs=(memory_bytes,))
+
+    async def normalize(self, data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ...]) -> NormalizedDoc:
+        """The normalized document, or a Rejection saying why not."""
+        future = self._pool.schedule(normalize, args=(data, media_type, name, pii_kinds), timeout=self.timeout_s)
+        try:
+            return await asyncio.wrap_future(future)
+        except Rejection:
+            raise
+        except FutureTimeout:
+            raise Rejection(RejectReason.TIMEOUT, f"extraction took longer than {self.timeout_s:.0f} s") from None
+        except (MemoryError, RecursionError) as exc:
+            raise Rejection(RejectReason.BOMB, f"extraction exhausted the worker's limits ({type(exc).__name__})") from None
+        except ProcessExpired as exc:
+            raise Rejection(RejectReason.BOMB, f"the extracting process died (exit {exc.exitcode})") from None
+        except Exception as exc:  # any other failure of a third-party parser on this input
+            raise Rejection(RejectReason.CORRUPT, f"the document could not be read ({type(exc).__name__}: {exc})") from None
+
+    def close(self) -> None:
+        self._pool.stop()
+        self._pool.join(timeout=10)

@@ -1,0 +1,168 @@
+"""A test corpus made on the fly: every supported format in Spanish and English with known
+sentences, PII, duplicates, and hostile files with the rejection each must get."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+
+import docx
+from fpdf import FPDF
+
+from services.contracts import RejectReason
+
+ES = [
+    "Las vacaciones anuales son de veintitrés días laborables para toda la plantilla.",
+    "El horario de oficina es de nueve a seis, de lunes a viernes, con una hora para comer.",
+    "Los gastos de viaje se reembolsan en un plazo de treinta días tras presentar los justificantes.",
+    "La empresa ofrece formación continua y un presupuesto anual de mil euros por persona.",
+    "Cada equipo revisa sus objetivos trimestralmente con su responsable directo.",
+]
+EN = [
+    "Annual leave is twenty-three working days for every member of staff.",
+    "Office hours are from nine to six, Monday to Friday, with an hour for lunch.",
+    "Travel expenses are reimbursed within thirty days after receipts are submitted.",
+    "The company offers continuous training and a yearly budget of one thousand euros per person.",
+    "Each team reviews its objectives every quarter with its direct manager.",
+]
+
+
+@dataclass(frozen=True)
+class Doc:
+    name: str
+    data: bytes
+    language: str | None = None  # expected language when normalized
+    sentences: tuple[str, ...] = ()  # expected in the part, cleaned
+    rejected: RejectReason | None = None  # expected rejection instead
+
+
+def _pdf(pages: list[list[str]], header: str | None = None, encrypt: bool = False) -> bytes:
+    pdf = FPDF()
+    if encrypt:
+        pdf.set_encryption(owner_password="owner", user_password="user")
+    pdf.set_font("helvetica", size=11)
+    pdf.set_auto_page_break(False)  # one source page, one PDF page: the footer must not spill over
+    for number, lines in enumerate(pages, start=1):
+        pdf.add_page()
+        if header:
+            pdf.cell(text=header, new_x="LMARGIN", new_y="NEXT")
+        for line in lines:
+            pdf.multi_cell(0, 6, text=line, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_y(-20)
+        pdf.cell(text=f"Página {number} de {len(pages)}")
+    return bytes(pdf.output())
+
+
+def _docx(paragraphs: list[str], table: list[list[str]], header: str, footer: str) -> bytes:
+    document = docx.Document()
+    document.sections[0].header.paragraphs[0].text = header
+    document.sections[0].footer.paragraphs[0].text = footer
+    for paragraph in paragraphs:
+        document.add_paragraph(paragraph)
+    grid = document.add_table(rows=len(table), cols=len(table[0]))
+    for r, row in enumerate(table):
+        for c, value in enumerate(row):
+            grid.cell(r, c).text = value
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def _html(title: str, paragraphs: list[str]) -> bytes:
+    body = "".join(f"<p>{p}</p>" for p in paragraphs)
+    return (f"<!doctype html><html><head><title>{title}</title></head><body>"
+            f"<nav><a href='/'>Inicio</a> | <a href='/contacto'>Contacto</a></nav>"
+            f"<article><h1>{title}</h1>{body}</article>"
+            f"<footer>© 2026 ACME. Todos los derechos reservados.</footer></body></html>").encode()
+
+
+def _zip_bomb() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", b"\0" * (300 * 1024 * 1024))  # 300 MB of zeros, ~300 KB packed
+    return buffer.getvalue()
+
+
+def good() -> list[Doc]:
+    body = ES[:3] + ["Los nuevos empleados reciben un portátil y acceso a todas las herramientas internas."]
+    hyphenated = ["Todo el personal emplea-", "do debe completar la formación de seguridad en su primer mes."]
+    return [
+        Doc("manual.pdf", _pdf([[body[0], body[1]], [body[2], body[3]], hyphenated], header="ACME - Manual interno"),
+            "es", (*body, "Todo el personal empleado debe completar la formación de seguridad en su primer mes.")),
+        Doc("policies.docx", _docx(EN[:3], [["Benefit", "Amount"], ["Training budget", "1000 EUR"]],
+                                   "ACME Policies", "Confidential"),
+            "en", (*EN[:3], "Training budget | 1000 EUR", "ACME Policies", "Confidential")),
+        Doc("viajes.html", _html("Política de viajes", ES[2:5] + [ES[0]]), "es", (ES[2], ES[3], ES[4])),
+        Doc("faq.md", ("# FAQ\n\n**Leave.** " + EN[0] + "\n\n## Hours\n\n" + EN[1] + "\n\n"
+                       + "\n\n".join(EN[3:]) + "\n\nSee [the handbook](http://intranet/handbook).\n").encode(),
+            "en", (EN[0], EN[1], EN[3], "See the handbook.")),
+        Doc("notas.txt", ("\n".join([ES[3], ES[4], ES[1], "Año nuevo: la oficina cierra el día uno."])).encode("cp1252"),
+            "es", (ES[3], "Año nuevo: la oficina cierra el día uno.")),
+        Doc("utf16.txt", ("\n\n".join(EN[1:4] + ["Café and croissants are served on Fridays."])).encode("utf-16"),
+            "en", (EN[1], "Café and croissants are served on Fridays.")),
+        Doc("chats.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in [
+            {"messages": [{"role": "user", "content": "¿Cuántos días de vacaciones tengo?"},
+                          {"role": "assistant", "content": "Tienes veintitrés días laborables al año."}]},
+            {"prompt": "What are the office hours?", "completion": "From nine to six, Monday to Friday."},
+        ]).encode(), None, ("Tienes veintitrés días laborables al año.", "From nine to six, Monday to Friday.")),
+        Doc("contacto.txt", (
+            "Para dudas sobre nóminas escribe a nominas@acme.example o llama al +34 612 345 678. "
+            "El reembolso se hace a la cuenta ES91 2100 0418 4502 0005 1332 del empleado. "
+            "La tarjeta de empresa 4111 1111 1111 1111 solo se usa para viajes aprobados. "
+            "Identificación del responsable: DNI 12345678Z, o NIE X1234567L si es extranjero. "
+            "El servidor de nóminas está en 192.168.10.25 y solo es accesible desde la oficina central."
+        ).encode(), "es", ("Para dudas sobre nóminas escribe a [EMAIL] o llama al [PHONE].",
+                           "a la cuenta [IBAN] del empleado", "La tarjeta de empresa [CARD] solo",
+                           "DNI [DNI], o NIE [NIE] si", "está en [IP] y solo")),
+    ]
+
+
+def duplicates() -> list[Doc]:
+    """Sent after good(): an exact and a near duplicate of faq.md and viajes.html."""
+    faq = good()[3].data.decode()
+    near = _html("Política de viajes", ES[2:5] + ["Una frase distinta al final del documento."]).decode()
+    return [
+        Doc("faq-copy.md", faq.upper().replace("\n\n", "\n").encode(), rejected=RejectReason.DUPLICATE),
+        Doc("viajes-v2.html", near.encode(), rejected=RejectReason.DUPLICATE),
+    ]
+
+
+def hostile() -> list[Doc]:
+    full_pdf = _pdf([[ES[0]]])
+    no_text = FPDF()
+    no_text.add_page()
+    no_text.rect(10, 10, 100, 100)
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504
+    plain_zip = io.BytesIO()
+    with zipfile.ZipFile(plain_zip, "w") as archive:
+        archive.writestr("notes.txt", "hola")
+    broken_docx = io.BytesIO()
+    with zipfile.ZipFile(broken_docx, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", "<not really xml")
+    return [
+        Doc("truncated.pdf", full_pdf[: len(full_pdf) // 2], rejected=RejectReason.CORRUPT),
+        Doc("locked.pdf", _pdf([[ES[0]]], encrypt=True), rejected=RejectReason.ENCRYPTED),
+        Doc("bomb.docx", _zip_bomb(), rejected=RejectReason.BOMB),
+        Doc("random.txt", os.urandom(4096), rejected=RejectReason.UNSUPPORTED),
+        Doc("bad-utf8.txt", b"\xc3\x28\xa0\xa1\x80\x81" * 100, rejected=RejectReason.LOW_QUALITY),
+        Doc("html-really.pdf", b"<!doctype html><html><body><h1>404 Not Found</h1></body></html>",
+            rejected=RejectReason.LOW_QUALITY),
+        Doc("deep.html", b"<html><body>" + b"<div>" * 100_000 + b"hola" + b"</div>" * 100_000 + b"</body></html>",
+            rejected=RejectReason.BOMB),
+        Doc("empty.txt", b"", rejected=RejectReason.EMPTY),
+        Doc("blank.md", b"  \n\n\t \n", rejected=RejectReason.EMPTY),
+        Doc("scan.pdf", bytes(no_text.output()), rejected=RejectReason.NO_TEXT),
+        Doc("broken.jsonl", b'{"messages": [{"role": "wizard"}]}\nnot json\n', rejected=RejectReason.CORRUPT),
+        Doc("old.doc", ole, rejected=RejectReason.UNSUPPORTED),
+        Doc("protected.docx", ole + "EncryptedPackage".encode("utf-16-le"), rejected=RejectReason.ENCRYPTED),
+        Doc("archive.docx", plain_zip.getvalue(), rejected=RejectReason.UNSUPPORTED),
+        Doc("broken.docx", broken_docx.getvalue(), rejected=RejectReason.CORRUPT),
+        Doc("short.txt", b"Hola, esto es todo.", rejected=RejectReason.LOW_QUALITY),
+        Doc("symbols.txt", ("$%&/()=?*+-_.:,;<>|#@" * 40).encode(), rejected=RejectReason.LOW_QUALITY),
+        Doc("image.png", b"\x89PNG\r\n\x1a\n" + os.urandom(200), rejected=RejectReason.UNSUPPORTED),
+    ]
