@@ -124,7 +124,8 @@ def good() -> list[Doc]:
 def duplicates() -> list[Doc]:
     """Sent after good(): an exact and a near duplicate of faq.md and viajes.html."""
     faq = good()[3].data.decode()
-    near = _html("Política de viajes", ES[2:5] + ["Una frase distinta al final del documento."]).decode()
+    edited = [ES[2].replace("treinta", "cuarenta"), ES[3], ES[4], ES[0]]  # one word changed
+    near = _html("Política de viajes", edited).decode()
     return [
         Doc("faq-copy.md", faq.upper().replace("\n\n", "\n").encode(), rejected=RejectReason.DUPLICATE),
         Doc("viajes-v2.html", near.encode(), rejected=RejectReason.DUPLICATE),

@@ -23,14 +23,15 @@ def _limit_memory(max_bytes: int) -> None:
 
 
 class ExtractionPool:
-    def __init__(self, workers: int, timeout_s: float, memory_bytes: int) -> None:
+    def __init__(self, workers: int, timeout_s: float, memory_bytes: int, job=normalize) -> None:
         self.timeout_s = timeout_s
+        self._job = job  # what runs in the workers (tests put hostile stand-ins here)
         self._pool = ProcessPool(max_workers=workers, max_tasks=500,
                                  initializer=_limit_memory, initargs=(memory_bytes,))
 
     async def normalize(self, data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ...]) -> NormalizedDoc:
         """The normalized document, or a Rejection saying why not."""
-        future = self._pool.schedule(normalize, args=(data, media_type, name, pii_kinds), timeout=self.timeout_s)
+        future = self._pool.schedule(self._job, args=(data, media_type, name, pii_kinds), timeout=self.timeout_s)
         try:
             return await asyncio.wrap_future(future)
         except Rejection:

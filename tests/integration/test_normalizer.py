@@ -1,0 +1,165 @@
+"""The normalizer as real processes on the real Kafka and MinIO, fed through the connector's contract."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import signal
+import uuid
+from contextlib import contextmanager
+
+import pytest
+
+from services import media
+from services.contracts import (
+    Bucket,
+    ChangeKind,
+    DocumentDiscovered,
+    DocumentNormalized,
+    DocumentRejected,
+    Settings,
+    Topic,
+)
+from services.messaging import kafka_broker, publish_event
+from services.normalizer import parts
+from services.storage import minio_client
+from tests import corpus
+from tests.integration.harness import EventLog, afina_service, ensure_champion_tokenizer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def results(local_stack):
+    ensure_champion_tokenizer(local_stack)
+    # Each test starts from an empty dedup index: the same corpus documents are sent by several tests.
+    s3 = minio_client(local_stack)
+    for obj in list(s3.list_objects(Bucket.DATASETS, prefix="dedup/", recursive=True)):
+        s3.remove_object(Bucket.DATASETS, obj.object_name)
+    log = EventLog(local_stack, [Topic.DOCUMENTS_NORMALIZED, Topic.DOCUMENTS_REJECTED])
+    yield log
+    log.close()
+
+
+@contextmanager
+def normalizer(settings: Settings, tmp_path, name: str = "normalizer"):
+    env = {"AFINA_STATE_DIR": str(settings.state_dir), "AFINA_NORMALIZER_METRICS_PORT": str(free_port())}
+    with afina_service(["normalizer"], env, tmp_path / f"{name}.log", '"msg": "normalizer ready"') as proc:
+        yield proc
+
+
+async def discover(settings: Settings, prefix: str, docs: list[corpus.Doc]) -> dict[str, corpus.Doc]:
+    """Do what the connector does: bytes to raw/<sha256>, then DocumentDiscovered."""
+    s3 = minio_client(settings)
+    broker = kafka_broker(settings, "test-discover")
+    sent = {}
+    async with broker:
+        await broker.start()
+        for doc in docs:
+            sha = hashlib.sha256(doc.data).hexdigest()
+            s3.put_object(Bucket.RAW, sha, io.BytesIO(doc.data), len(doc.data))
+            source_id = f"{prefix}:{doc.name}"
+            media_type = media.sniff(doc.data[: media.HEAD_BYTES], doc.name, whole=io.BytesIO(doc.data))
+            await publish_event(broker, DocumentDiscovered(
+                source_id=source_id, kind=ChangeKind.CREATED, sha256=sha, size=len(doc.data), media_type=media_type,
+            ), key=source_id)
+            sent[source_id] = doc
+    return sent
+
+
+async def delete(settings: Settings, source_id: str) -> None:
+    broker = kafka_broker(settings, "test-discover")
+    async with broker:
+        await broker.start()
+        await publish_event(broker, DocumentDiscovered(source_id=source_id, kind=ChangeKind.DELETED), key=source_id)
+
+
+def outcome(log: EventLog, source_id: str):
+    return [e for e in list(log.events) if e.source_id == source_id]
+
+
+def part_text(settings: Settings, key: str) -> tuple[str, list[dict]]:
+    data = minio_client(settings).get_object(Bucket.DATASETS, key).read()
+    rows = parts.read_parquet(data).to_pylist()
+    return "\n".join(r["text"] for r in rows), rows
+
+
+async def test_corpus_good_duplicate_and_hostile(local_stack, results, tmp_path):
+    prefix = f"n{uuid.uuid4().hex[:10]}"
+    with normalizer(local_stack, tmp_path):
+        good = await discover(local_stack, prefix, corpus.good())
+        results.wait_for(lambda: all(outcome(results, s) for s in good), timeout_s=180, what="good documents")
+        # duplicates of what is now in the dataset; hostile files; then one more good document
+        bad = await discover(local_stack, prefix, corpus.duplicates() + corpus.hostile())
+        late = await discover(local_stack, prefix, [corpus.Doc("late.md", (" ".join(corpus.EN[::-1]) + " Late but fine.").encode(), "en")])
+        results.wait_for(lambda: all(outcome(results, s) for s in {**bad, **late}), timeout_s=300, what="all outcomes")
+
+    for source_id, doc in good.items():
+        (event,) = outcome(results, source_id)
+        assert isinstance(event, DocumentNormalized), f"{doc.name}: {event}"
+        text, rows = part_text(local_stack, event.part_key)
+        for sentence in doc.sentences:
+            assert sentence in text, f"{doc.name}: {sentence!r} not in {text!r}"
+        if doc.language:
+            assert event.language == doc.language, doc.name
+        assert event.tokens == sum(r["n_tokens"] for r in rows) > 0
+        assert all(r["n_tokens"] == len(r["token_ids"]) and r["tokenizer"] == event.tokenizer for r in rows)
+        assert event.tokenizer.startswith("v")
+    _, chats = part_text(local_stack, outcome(results, f"{prefix}:chats.jsonl")[0].part_key)
+    assert [r["kind"] for r in chats] == ["chat", "chat"] and '"role": "assistant"' in chats[0]["messages"]
+    contact, _ = part_text(local_stack, outcome(results, f"{prefix}:contacto.txt")[0].part_key)
+    for secret in ("nominas@acme.example", "612 345 678", "ES91 2100", "4111 1111", "12345678Z", "X1234567L", "192.168.10.25"):
+        assert secret not in contact
+    manual, _ = part_text(local_stack, outcome(results, f"{prefix}:manual.pdf")[0].part_key)
+    assert "Página" not in manual and manual.count("ACME - Manual interno") == 0  # repeated header/footer gone
+
+    for source_id, doc in bad.items():
+        (event,) = outcome(results, source_id)
+        assert isinstance(event, DocumentRejected), f"{doc.name} was not rejected: {event}"
+        assert (event.reason, event.stage) == (doc.rejected, "normalizer"), f"{doc.name}: {event.message}"
+        assert len(event.message) > 10
+    copy = outcome(results, f"{prefix}:faq-copy.md")[0]
+    assert copy.message == f"the same text as {prefix}:faq.md"
+    assert outcome(results, f"{prefix}:viajes-v2.html")[0].message.endswith(f"similar to {prefix}:viajes.html")
+    assert isinstance(outcome(results, f"{prefix}:late.md")[0], DocumentNormalized)  # the stream kept moving
+
+
+async def test_delete_writes_a_tombstone(local_stack, results, tmp_path):
+    prefix = f"d{uuid.uuid4().hex[:10]}"
+    with normalizer(local_stack, tmp_path):
+        (source_id,) = await discover(local_stack, prefix, [corpus.good()[3]])
+        results.wait_for(lambda: len(outcome(results, source_id)) == 1)
+        await delete(local_stack, source_id)
+        results.wait_for(lambda: len(outcome(results, source_id)) == 2)
+    created, deleted = outcome(results, source_id)
+    assert deleted.deleted and deleted.sha256 is None
+    keys = [o.object_name for o in minio_client(local_stack).list_objects(
+        Bucket.DATASETS, prefix=f"parts/{parts.source_key(source_id)}/", recursive=True)]
+    assert sorted(keys) == sorted([created.part_key, deleted.part_key])
+    assert deleted.part_key.endswith("-deleted.json") and deleted.part_key > created.part_key  # newest last
+
+
+async def test_sigkill_mid_stream_loses_nothing_and_writes_nothing_twice(local_stack, results, tmp_path):
+    prefix = f"k{uuid.uuid4().hex[:10]}"
+    rng = random.Random(7)
+    vocabulary = [f"{a}{b}" for a in ("pre", "con", "tra", "des", "inter", "sub") for b in (
+        "venta", "cargo", "forma", "mando", "puesto", "torno", "gasto", "plazo", "grupo", "marca")]
+    docs = [corpus.Doc(f"doc-{i:02}.txt", " ".join(rng.choice(vocabulary) for _ in range(120)).encode())
+            for i in range(80)]
+    with normalizer(local_stack, tmp_path, "first") as proc:
+        sent = await discover(local_stack, prefix, docs)
+        results.wait_for(lambda: sum(1 for s in sent if outcome(results, s)) >= 5, timeout_s=120)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done_before_kill = sum(1 for s in sent if outcome(results, s))
+    assert done_before_kill < len(sent), "the kill came too late to test anything"
+    with normalizer(local_stack, tmp_path, "second"):
+        results.wait_for(lambda: all(outcome(results, s) for s in sent), timeout_s=240, what="all documents")
+    s3 = minio_client(local_stack)
+    for source_id in sent:
+        kinds = {type(e).__name__ for e in outcome(results, source_id)}
+        assert kinds == {"DocumentNormalized"}, f"{source_id}: {outcome(results, source_id)}"
+        stored = list(s3.list_objects(Bucket.DATASETS, prefix=f"parts/{parts.source_key(source_id)}/", recursive=True))
+        assert len(stored) == 1, f"{source_id} has {len(stored)} parts"
