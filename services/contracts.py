@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     connector_metrics_port: int = Field(9101, ge=0, description="Prometheus metrics port (0: off).")
     normalizer_workers: int = Field(2, ge=1, description="Extraction worker processes.")
     normalizer_timeout_s: float = Field(60, gt=0, description="Time limit to extract one document.")
-    normalizer_memory_mb: int = Field(2048, ge=256, description="Address-space limit of a worker (RLIMIT_AS).")
+    normalizer_memory_mb: int = Field(
+        2048, ge=256, description="Address space a worker may add to extract one document (RLIMIT_AS)."
+    )
     normalizer_batch: int = Field(32, ge=1, description="Kafka records consumed per batch.")
     normalizer_max_chunk_tokens: int = Field(1024, ge=16, description="Tokens per chunk at most.")
     normalizer_redact: str = Field(

@@ -18,12 +18,18 @@ from services.normalizer.extract import Rejection
 from services.normalizer.pipeline import NormalizedDoc, normalize
 
 
-def _limit_memory(max_bytes: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+def _limit_memory(extra_bytes: int) -> None:
+    """Cap the worker's address space at what it has now (inherited from its parent by fork,
+    which varies) plus what one document may take."""
+    with open("/proc/self/status") as status:
+        size_kib = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    limit = size_kib * 1024 + extra_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 class ExtractionPool:
     def __init__(self, workers: int, timeout_s: float, memory_bytes: int, job=normalize) -> None:
+        """``memory_bytes``: the address space a worker may add to extract one document."""
         self.timeout_s = timeout_s
         self._job = job  # what runs in the workers (tests put hostile stand-ins here)
         self._pool = ProcessPool(max_workers=workers, max_tasks=500,

@@ -90,7 +90,7 @@ def ensure_champion_tokenizer(settings: Settings) -> int:
     import io
     import json
 
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from services import registry
     from services.contracts import Bucket
@@ -102,6 +102,7 @@ def ensure_champion_tokenizer(settings: Settings) -> int:
         return version
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
     corpus = ["Las vacaciones anuales son de veintitrés días laborables.",
               "Annual leave is twenty-three working days for all staff.",
               "El horario de oficina es de nueve a seis, de lunes a viernes."] * 50

@@ -1,0 +1,156 @@
+"""The normalizer's pure parts, without any server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from services.contracts import RejectReason
+from services.normalizer import clean, language, pii, quality
+from services.normalizer.dedup import NEAR_THRESHOLD, band_hashes, normalized_hash, signature, similarity
+from services.normalizer.extract import Rejection
+from services.normalizer.parts import part_key, read_parquet, to_parquet, tombstone_key
+from services.normalizer.tokenize import chunk
+from services.normalizer.worker import ExtractionPool
+from tests import corpus
+
+
+def test_clean_repairs_unicode_and_whitespace():
+    assert clean.clean_text("CafÃ©\x00  con\t\tleche\r\n\r\n\r\n\r\nfin") == "Café con leche\n\nfin"
+    assert clean.clean_text("e\u0301") == "é"  # NFC
+    assert clean.clean_text("forma-\nción continua") == "formación continua"
+
+
+def test_repeated_headers_footers_and_page_numbers_go():
+    body = corpus.ES[:4]
+    pages = [f"ACME Manual interno\n{sentence}\nPágina {i} de 4" for i, sentence in enumerate(body, start=1)]
+    text = clean.clean_pages(pages)
+    assert "ACME" not in text and "Página" not in text
+    assert all(sentence in text for sentence in body)
+    assert clean.clean_pages(["Solo una página\n7"]) == "Solo una página"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "kind"),
+    [
+        ("write to ana.lopez+rrhh@acme.example today", "write to [EMAIL] today", "email"),
+        ("IBAN ES91 2100 0418 4502 0005 1332.", "IBAN [IBAN].", "iban"),
+        ("card 4111-1111-1111-1111 ok", "card [CARD] ok", "card"),
+        ("DNI 12345678Z", "DNI [DNI]", "dni"),
+        ("NIE Y-1234567-X", "NIE [NIE]", "nie"),
+        ("server 10.0.0.1 and fe80::1ff:fe23:4567:890a", "server [IP] and [IP]", "ip"),
+        ("llama al +34 612 345 678", "llama al [PHONE]", "phone"),
+    ],
+)
+def test_pii_is_redacted_to_typed_placeholders(text, expected, kind):
+    redacted, counts = pii.redact(text)
+    assert redacted == expected and counts.get(kind)
+
+
+@pytest.mark.parametrize("text", [
+    "card 4111 1111 1111 1112 fails Luhn",
+    "IBAN ES00 2100 0418 4502 0005 1332 has a bad checksum",
+    "DNI 12345678A has the wrong letter",
+    "version 1.2.3.4.5 and 999.1.1.1 are not addresses",
+    "in 2026 we sold 1500 units",
+])
+def test_pii_leaves_lookalikes_alone(text):
+    redacted, counts = pii.redact(text, kinds=("iban", "card", "dni", "ip"))
+    assert redacted == text and not counts
+
+
+def test_pii_kinds_are_configurable():
+    assert pii.redact("a@b.example 12345678Z", kinds=("dni",))[0] == "a@b.example [DNI]"
+
+
+def test_quality_and_language():
+    assert quality.problem(" ".join(corpus.ES)) is None
+    assert "too short" in quality.problem("hola mundo")
+    assert "symbols" in quality.problem("1234 5678 !!!! ???? " * 10 + "palabra")
+    assert "repeated" in quality.problem("\n".join(["línea repetida con varias palabras aquí"] * 30))
+    assert language.detect(" ".join(corpus.ES)) == "es" and language.detect(" ".join(corpus.EN)) == "en"
+    assert language.detect("1234 !!") == language.UNKNOWN
+
+
+def test_dedup_hashes_and_signatures():
+    text = " ".join(corpus.ES * 3)
+    assert normalized_hash(text) == normalized_hash(text.upper().replace(" ", "  ") + "!")
+    near = text.replace("treinta", "cuarenta")
+    other = " ".join(corpus.EN * 3)
+    assert similarity(signature(text), signature(near)) >= NEAR_THRESHOLD
+    assert similarity(signature(text), signature(other)) < 0.2
+    assert len(set(band_hashes(signature(text))) & set(band_hashes(signature(near)))) > 0
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus.ES + corpus.EN, trainers.BpeTrainer(
+        vocab_size=500, special_tokens=["<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
+def test_chunks_pack_paragraphs_and_cut_long_ones(tokenizer):
+    paragraphs = corpus.ES + corpus.EN
+    text = "\n\n".join(paragraphs)
+    chunks = chunk(text, tokenizer, max_tokens=60)
+    assert all(0 < len(c.token_ids) <= 60 for c in chunks)
+    assert len(chunks) < len(paragraphs)  # short paragraphs share chunks
+    assert sum(len(c.token_ids) for c in chunks) == sum(
+        len(tokenizer.encode(p, add_special_tokens=False).ids) for p in paragraphs)
+    long = " ".join(corpus.ES * 10)
+    pieces = chunk(long, tokenizer, max_tokens=50)
+    assert len(pieces) > 1 and all(len(p.token_ids) <= 50 for p in pieces)
+    assert tokenizer.decode(pieces[0].token_ids).strip() == pieces[0].text.strip()
+
+
+def test_part_keys_are_deterministic_and_ordered():
+    from datetime import UTC, datetime
+
+    t1, t2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    assert part_key("s:a", t1, "f" * 64) == part_key("s:a", t1, "f" * 64)
+    assert part_key("s:a", t1, "f" * 64).rsplit("/", 1)[0] == tombstone_key("s:a", t2).rsplit("/", 1)[0]
+    assert part_key("s:a", t1, "f" * 64) < tombstone_key("s:a", t2)
+    row = {"source_id": "s:a", "sha256": "f" * 64, "chunk_index": 0, "kind": "text", "text": "hola",
+           "messages": None, "token_ids": [1, 2], "n_tokens": 2, "language": "es", "media_type": "text/plain",
+           "tokenizer": "v0", "discovered_at": t1, "normalized_at": t2}
+    assert read_parquet(to_parquet([row])).to_pylist() == [row]
+
+
+def _sleeps(*_args):
+    time.sleep(60)
+
+
+def _allocates(*_args):
+    return bytearray(8 * 1024**3)  # 8 GiB: over the worker's address-space limit
+
+
+def _crashes(*_args):
+    import os
+
+    os._exit(3)
+
+
+@pytest.mark.parametrize(
+    ("job", "reason"),
+    [(_sleeps, RejectReason.TIMEOUT), (_allocates, RejectReason.BOMB), (_crashes, RejectReason.BOMB)],
+)
+async def test_worker_limits_cost_one_rejection(job, reason):
+    pool = ExtractionPool(workers=1, timeout_s=2, memory_bytes=1024**3, job=job)
+    try:
+        with pytest.raises(Rejection) as err:
+            await pool.normalize(b"x", "text/plain", "x", ())
+        assert err.value.reason is reason
+        # the pool still works after the worker was killed
+        ok = ExtractionPool(workers=1, timeout_s=20, memory_bytes=2 * 1024**3)
+        try:
+            doc = await ok.normalize(" ".join(corpus.EN).encode(), "text/plain", "en.txt", ())
+            assert doc.language == "en"
+        finally:
+            ok.close()
+    finally:
+        pool.close()
