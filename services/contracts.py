@@ -117,6 +117,9 @@ class Topic(enum.StrEnum):
     # Compacted: the connector's durable record of what it has published, per source id
     # (an IndexEntry), so that a restarted or new replica finds what changed meanwhile.
     CONNECTOR_INDEX = "afina.connector.index"
+    # Compacted, one partition (a total order): each normalized document's text fingerprint
+    # (DedupRecord), which every normalizer replica reads to find duplicates.
+    DEDUP_SIGNATURES = "afina.dedup.signatures"
 
 
 class Bucket(enum.StrEnum):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from services.contracts import RejectReason
 from services.normalizer import clean, language, pii, quality
+from services.normalizer.dedup import fingerprint_fields
 from services.normalizer.extract import Rejection, extract
 
 MAX_TEXT_CHARS = 20_000_000
@@ -19,9 +20,17 @@ class NormalizedDoc:
     language: str
     examples: list[list[dict[str, str]]] = field(default_factory=list)
     pii: dict[str, int] = field(default_factory=dict)
+    exact_hash: str = ""  # dedup fingerprint of ``text``
+    minhash: str = ""
 
 
 def normalize(data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ...] = pii.KINDS) -> NormalizedDoc:
+    doc = _normalize(data, media_type, name, pii_kinds)
+    doc.exact_hash, doc.minhash = fingerprint_fields(doc.text)
+    return doc
+
+
+def _normalize(data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ...]) -> NormalizedDoc:
     extracted = extract(data, media_type, name)
     if extracted.examples:
         return _normalize_examples(extracted.examples, pii_kinds)

@@ -38,7 +38,7 @@ from services.contracts import (
 )
 from services.messaging import kafka_broker, publish_event, read_record
 from services.normalizer import parts
-from services.normalizer.dedup import DedupIndex, Owner
+from services.normalizer.dedup import DedupLog, Fingerprint
 from services.normalizer.extract import Rejection
 from services.normalizer.tokenize import chunk, count_tokens
 from services.normalizer.worker import ExtractionPool
@@ -60,7 +60,7 @@ class Normalizer:
         self.settings = settings
         self.s3 = minio_client(settings)
         self.broker = kafka_broker(settings, "afina-normalizer")
-        self.dedup = DedupIndex(self.s3)
+        self.dedup = DedupLog(settings, self.broker)
         self.pool = ExtractionPool(
             settings.normalizer_workers, settings.normalizer_timeout_s, settings.normalizer_memory_mb << 20
         )
@@ -92,6 +92,7 @@ class Normalizer:
             key = parts.tombstone_key(event.source_id, event.occurred_at)
             await self._durably(lambda: asyncio.to_thread(
                 self._put, key, parts.tombstone(event.source_id, event.occurred_at), {}))
+            await self._durably(lambda: self.dedup.forget(event.source_id))
             await self._announce(DocumentNormalized(source_id=event.source_id, sha256=None, part_key=key, deleted=True))
             DOCUMENTS.labels("deleted").inc()
             return
@@ -126,11 +127,12 @@ class Normalizer:
         if data is None:
             raise Rejection(RejectReason.CORRUPT, f"the raw bytes raw/{event.sha256} are missing")
         doc = await self.pool.normalize(data, event.media_type or "", event.source_id, self.pii_kinds)
-        owner = Owner(event.source_id, event.sha256)
-        duplicate = await self._durably(lambda: asyncio.to_thread(self.dedup.claim, owner, doc.text))
+        fingerprint = Fingerprint(source_id=event.source_id, sha256=event.sha256, exact=doc.exact_hash,
+                                  minhash=doc.minhash)
+        duplicate = await self._durably(lambda: self.dedup.claim(fingerprint))
         if duplicate is not None:
             how = "the same text as" if duplicate.similarity == 1.0 else f"{duplicate.similarity:.0%} similar to"
-            raise Rejection(RejectReason.DUPLICATE, f"{how} {duplicate.of.source_id}")
+            raise Rejection(RejectReason.DUPLICATE, f"{how} {duplicate.of}")
         rows = self._rows(event, doc)
         info = parts.PartInfo(len(rows), sum(r["n_tokens"] for r in rows), doc.language, self.tokenizer_name)
         part = parts.to_parquet(rows)
@@ -206,10 +208,13 @@ class Normalizer:
         delay = 0.5
         while True:
             try:
+                await self.broker.connect()
+                await self.dedup.start()
                 await self.broker.start()
                 break
             except Exception as exc:  # Kafka not reachable yet
                 log.warning("Kafka is not reachable; retrying", extra={"error": str(exc), "retry_s": delay})
+                await self.dedup.stop()
                 await self.broker.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
@@ -217,6 +222,7 @@ class Normalizer:
         try:
             await asyncio.Event().wait()
         finally:
+            await self.dedup.stop()
             await self.broker.stop()
             self.pool.close()
 

@@ -31,8 +31,12 @@ TOPIC_PARTITIONS = {
     Topic.INBOX_NOTIFICATIONS: 3,
     Topic.MODELS_PROMOTED: 1,
     Topic.CONNECTOR_INDEX: 3,
+    Topic.DEDUP_SIGNATURES: 1,  # one partition: its order decides which of two duplicates came first
 }
-TOPIC_CONFIGS = {Topic.CONNECTOR_INDEX: {"cleanup.policy": "compact"}}
+TOPIC_CONFIGS = {
+    Topic.CONNECTOR_INDEX: {"cleanup.policy": "compact"},
+    Topic.DEDUP_SIGNATURES: {"cleanup.policy": "compact"},
+}
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>

@@ -11,6 +11,7 @@ import uuid
 from contextlib import contextmanager
 
 import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from services import media
 from services.contracts import (
@@ -34,13 +35,32 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def results(local_stack):
     ensure_champion_tokenizer(local_stack)
-    # Each test starts from an empty dedup index: the same corpus documents are sent by several tests.
-    s3 = minio_client(local_stack)
-    for obj in list(s3.list_objects(Bucket.DATASETS, prefix="dedup/", recursive=True)):
-        s3.remove_object(Bucket.DATASETS, obj.object_name)
+    forget_all_fingerprints(local_stack)  # several tests send the same corpus documents
     log = EventLog(local_stack, [Topic.DOCUMENTS_NORMALIZED, Topic.DOCUMENTS_REJECTED])
     yield log
     log.close()
+
+
+def forget_all_fingerprints(settings: Settings) -> None:
+    """Tombstone every fingerprint in the dedup log: each test starts from an empty index."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                             consumer_timeout_ms=2000)
+    partition = TopicPartition(str(Topic.DEDUP_SIGNATURES), 0)
+    consumer.assign([partition])
+    consumer.seek_to_beginning()
+    end = consumer.end_offsets([partition])[partition]
+    live: dict[bytes, bool] = {}
+    while consumer.position(partition) < end:
+        for records in consumer.poll(timeout_ms=1000).values():
+            for record in records:
+                live[record.key] = bool(record.value)
+    consumer.close()
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    for key, alive in live.items():
+        if alive:
+            producer.send(str(Topic.DEDUP_SIGNATURES), key=key, value=None)
+    producer.flush()
+    producer.close()
 
 
 @contextmanager
@@ -139,6 +159,26 @@ async def test_delete_writes_a_tombstone(local_stack, results, tmp_path):
         Bucket.DATASETS, prefix=f"parts/{parts.source_key(source_id)}/", recursive=True)]
     assert sorted(keys) == sorted([created.part_key, deleted.part_key])
     assert deleted.part_key.endswith("-deleted.json") and deleted.part_key > created.part_key  # newest last
+
+    # a deleted document no longer counts as the original of anything
+    with normalizer(local_stack, tmp_path, "again"):
+        (again,) = await discover(local_stack, prefix, [corpus.Doc("faq-again.md", corpus.good()[3].data)])
+        results.wait_for(lambda: outcome(results, again))
+    assert isinstance(outcome(results, again)[0], DocumentNormalized)
+
+
+async def test_two_replicas_agree_on_which_duplicate_came_first(local_stack, results, tmp_path):
+    prefix = f"r{uuid.uuid4().hex[:10]}"
+    rng = random.Random(11)
+    words = "alfa beta gamma delta epsilon zeta eta theta iota kappa lambda sigma omega".split()
+    originals = [" ".join(rng.choice(words) + rng.choice(words) for _ in range(150)) for _ in range(12)]
+    docs = [corpus.Doc(f"{copy}-{i}.txt", text.encode()) for i, text in enumerate(originals) for copy in ("a", "b")]
+    with normalizer(local_stack, tmp_path, "one"), normalizer(local_stack, tmp_path, "two"):
+        sent = await discover(local_stack, prefix, docs)
+        results.wait_for(lambda: all(outcome(results, s) for s in sent), timeout_s=180)
+    for i in range(len(originals)):
+        pair = [outcome(results, f"{prefix}:{copy}-{i}.txt")[0] for copy in ("a", "b")]
+        assert sorted(type(e).__name__ for e in pair) == ["DocumentNormalized", "DocumentRejected"], pair
 
 
 async def test_sigkill_mid_stream_loses_nothing_and_writes_nothing_twice(local_stack, results, tmp_path):

@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from services.contracts import RejectReason
 from services.normalizer import clean, language, pii, quality
-from services.normalizer.dedup import NEAR_THRESHOLD, band_hashes, normalized_hash, signature, similarity
+from services.normalizer.dedup import NEAR_THRESHOLD, Fingerprint, band_hashes, normalized_hash, signature, similarity
 from services.normalizer.extract import Rejection
 from services.normalizer.parts import part_key, read_parquet, to_parquet, tombstone_key
 from services.normalizer.tokenize import chunk
@@ -82,6 +82,9 @@ def test_dedup_hashes_and_signatures():
     assert similarity(signature(text), signature(near)) >= NEAR_THRESHOLD
     assert similarity(signature(text), signature(other)) < 0.2
     assert len(set(band_hashes(signature(text))) & set(band_hashes(signature(near)))) > 0
+    fingerprint = Fingerprint.of("s:a", "f" * 64, text)
+    assert (fingerprint.sig() == signature(text)).all()
+    assert Fingerprint.model_validate_json(fingerprint.model_dump_json()) == fingerprint
 
 
 @pytest.fixture(scope="module")
