@@ -26,7 +26,7 @@ $(INSTALLED): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: afina needs Python 3.11 (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
 # Docker Compose v2 as a docker CLI plugin, built from the Go module proxy (no engine is needed
@@ -49,6 +49,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/stack.py
 	$(BIN)/python benchmarks/connector.py
+	PYTHONPATH=. $(BIN)/python benchmarks/ingest.py
 
 stack-up: $(INSTALLED)
 	$(BIN)/afina stack up

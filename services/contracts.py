@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     normalizer_memory_mb: int = Field(
         2048, ge=256, description="Address space a worker may add to extract one document (RLIMIT_AS)."
     )
-    normalizer_batch: int = Field(32, ge=1, description="Kafka records consumed per batch.")
+    normalizer_batch: int = Field(128, ge=1, description="Kafka records consumed per batch.")
     normalizer_max_chunk_tokens: int = Field(1024, ge=16, description="Tokens per chunk at most.")
     normalizer_redact: str = Field(
         "email,iban,card,dni,nie,ip,phone", description="PII kinds to redact, comma separated ('' for none)."

@@ -67,9 +67,12 @@ class Normalizer:
         self.pii_kinds = tuple(k.strip() for k in settings.normalizer_redact.split(",") if k.strip())
         self.tokenizer = None
         self.tokenizer_name = ""
+        # A batch may take long (every document up to its time limit): stay in the group meanwhile.
+        worst_batch_s = settings.normalizer_batch * settings.normalizer_timeout_s / settings.normalizer_workers
         self.broker.subscriber(
             Topic.DOCUMENTS_DISCOVERED, group_id=GROUP, batch=True, max_records=settings.normalizer_batch,
             auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL,
+            max_poll_interval_ms=int(max(300, worst_batch_s + 60) * 1000),
         )(self.on_batch)
 
     async def on_batch(self, msg: KafkaMessage) -> None:
