@@ -19,49 +19,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
+from arrivals import Arrivals
 from services import stack
-from services.contracts import Bucket, DocumentDiscovered, Settings, Topic
+from services.contracts import Bucket, Settings, Topic
 from services.storage import minio_client
-
-
-class Arrivals:
-    """Arrival time of each DocumentDiscovered, by source id, from now on."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
-        topic = str(Topic.DOCUMENTS_DISCOVERED)
-        parts = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic)]
-        self.consumer.assign(parts)
-        self.consumer.seek_to_end()
-        for tp in parts:
-            self.consumer.position(tp)
-        self.at: dict[str, float] = {}
-        self._stop = threading.Event()
-        threading.Thread(target=self._poll, daemon=True).start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            for records in self.consumer.poll(timeout_ms=100).values():
-                now = time.perf_counter()
-                for r in records:
-                    self.at.setdefault(DocumentDiscovered.model_validate_json(r.value).source_id, now)
-
-    def wait(self, source_ids: list[str], timeout_s: float = 600) -> float:
-        deadline = time.perf_counter() + timeout_s
-        while not all(s in self.at for s in source_ids):
-            if time.perf_counter() > deadline:
-                missing = [s for s in source_ids if s not in self.at]
-                raise TimeoutError(f"{len(missing)} events never arrived, e.g. {missing[:3]}")
-            time.sleep(0.01)
-        return max(self.at[s] for s in source_ids)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -96,7 +62,7 @@ def main() -> None:
     log = (work / "connector.log").open("wb")
     connector = subprocess.Popen([str(Path(sys.executable).with_name("afina")), "connector"], env=env,
                                  stdout=log, stderr=log)
-    arrivals = Arrivals(settings)
+    arrivals = Arrivals(settings, [Topic.DOCUMENTS_DISCOVERED])
     written_shas: list[str] = []
     try:
         while b"connector ready" not in (work / "connector.log").read_bytes():

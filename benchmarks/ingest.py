@@ -23,15 +23,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
+from arrivals import Arrivals
 from services import media, registry, stack
-from services.contracts import DocumentNormalized, DocumentRejected, Settings, Topic
+from services.contracts import DocumentNormalized, Settings, Topic
 from services.normalizer.extract import Rejection, extract
 from services.normalizer.pipeline import normalize
 from services.normalizer.tokenize import chunk, count_tokens
@@ -78,38 +76,6 @@ def make_corpus(n: int, seed: str) -> list[corpus.Doc]:
             name = f"doc-{i}.jsonl"
         docs.append(corpus.Doc(name, data))
     return docs
-
-
-class Outcomes:
-    """Arrival time and event of each DocumentNormalized / DocumentRejected, from now on."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
-        parts = [TopicPartition(str(t), p) for t in (Topic.DOCUMENTS_NORMALIZED, Topic.DOCUMENTS_REJECTED)
-                 for p in self.consumer.partitions_for_topic(str(t))]
-        self.consumer.assign(parts)
-        self.consumer.seek_to_end()
-        for tp in parts:
-            self.consumer.position(tp)
-        self.at: dict[str, tuple[float, object]] = {}
-        threading.Thread(target=self._poll, daemon=True).start()
-
-    def _poll(self) -> None:
-        while True:
-            for tp, records in self.consumer.poll(timeout_ms=100).items():
-                now = time.perf_counter()
-                model = DocumentNormalized if tp.topic == Topic.DOCUMENTS_NORMALIZED else DocumentRejected
-                for r in records:
-                    event = model.model_validate_json(r.value)
-                    self.at.setdefault(event.source_id, (now, event))
-
-    def wait(self, source_ids: list[str], timeout_s: float = 900) -> float:
-        deadline = time.perf_counter() + timeout_s
-        while not all(s in self.at for s in source_ids):
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"{sum(s not in self.at for s in source_ids)} documents never came out")
-            time.sleep(0.02)
-        return max(self.at[s][0] for s in source_ids)
 
 
 def in_process(docs: list[corpus.Doc], tokenizer) -> tuple[float, int]:
@@ -184,7 +150,7 @@ def main() -> None:
     afina = str(Path(sys.executable).with_name("afina"))
     logs = {svc: (work / f"{svc}.log").open("wb") for svc in ("connector", "normalizer")}
     procs = [subprocess.Popen([afina, svc], env=env, stdout=logs[svc], stderr=logs[svc]) for svc in logs]
-    outcomes = Outcomes(settings)
+    outcomes = Arrivals(settings, [Topic.DOCUMENTS_NORMALIZED, Topic.DOCUMENTS_REJECTED])
     try:
         for svc, ready in (("connector", b"connector ready"), ("normalizer", b"normalizer ready")):
             while ready not in (work / f"{svc}.log").read_bytes():

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
 from services.contracts import ChangeKind, IndexEntry, Settings, Topic
+from services.lifecycle import retry_forever
 
 
 class IndexUnavailable(RuntimeError):
@@ -94,11 +95,7 @@ async def load_when_available(
     settings: Settings, prefixes: tuple[str, ...], log: logging.Logger
 ) -> dict[str, IndexEntry]:
     """load(), retried with backoff while Kafka is unreachable."""
-    delay = 0.5
-    while True:
-        try:
-            return await load(settings, prefixes)
-        except (KafkaError, OSError, asyncio.TimeoutError, IndexUnavailable) as exc:  # Kafka not there yet
-            log.warning("cannot read the connector index yet; retrying", extra={"error": str(exc), "retry_s": delay})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30)
+    return await retry_forever(
+        lambda: load(settings, prefixes), "reading the connector index", log,
+        retry_on=(KafkaError, OSError, asyncio.TimeoutError, IndexUnavailable),
+    )

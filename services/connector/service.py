@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import BinaryIO
 
 from faststream.kafka import KafkaMessage
@@ -34,9 +32,9 @@ from services.connector.bucket import keys_in
 from services.connector.digest import CHUNK, HashingReader, sha256_of
 from services.connector.inbox import Unreadable, is_ignored, open_document, relative, source_id, walk
 from services.connector.scheduler import Scheduler
+from services.lifecycle import retry_forever, run_until_stopped
 from services.contracts import (
     Bucket,
-    ChangeKind,
     DocumentDiscovered,
     DocumentRejected,
     IndexEntry,
@@ -313,7 +311,7 @@ class Connector:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.settings.connector_metrics_port:
             start_http_server(self.settings.connector_metrics_port, addr="127.0.0.1")
-        await self._start_broker()
+        await retry_forever(self.broker.start, "connecting to Kafka", log, cleanup=self.broker.stop)
         prefixes = (self.folder_prefix, BUCKET_PREFIX) if self.settings.connector_watch_bucket else (self.folder_prefix,)
         self.index = await index.load_when_available(self.settings, prefixes, log)
         workers = await self.files.start() + await self.objects.start()
@@ -334,19 +332,6 @@ class Connector:
             await self.broker.stop()
             self.io.shutdown(wait=False, cancel_futures=True)
 
-    async def _start_broker(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self.broker.start()
-                return
-            except Exception as exc:  # Kafka not reachable yet: keep trying, lose nothing
-                log.warning("Kafka is not reachable; retrying", extra={"error": str(exc), "retry_s": delay})
-                await self.broker.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
-
-
 class _Forward(FileSystemEventHandler):
     def __init__(self, handle) -> None:
         self.handle = handle
@@ -361,15 +346,4 @@ def _same_version(previous: IndexEntry | None, version: str, size: int) -> bool:
 
 def run(settings: Settings) -> None:
     """Run the connector until SIGTERM or SIGINT."""
-
-    async def main() -> None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            await Connector(settings).run()
-        except asyncio.CancelledError:
-            log.info("connector stopped")
-
-    asyncio.run(main())
+    run_until_stopped(Connector(settings).run, "connector", log)

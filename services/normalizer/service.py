@@ -13,7 +13,6 @@ import asyncio
 import io
 import json
 import logging
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -36,6 +35,7 @@ from services.contracts import (
     Settings,
     Topic,
 )
+from services.lifecycle import retry_forever, run_until_stopped
 from services.messaging import kafka_broker, publish_event, read_record
 from services.normalizer import parts
 from services.normalizer.dedup import DedupLog, Fingerprint
@@ -180,47 +180,37 @@ class Normalizer:
             raise
 
     async def _durably(self, step: Callable[[], Awaitable[T]]) -> T:
-        """Run a storage or publishing step until it succeeds: MinIO or Kafka may be away for a
-        while. The batch is not acknowledged meanwhile, so nothing is lost."""
-        delay = 0.5
-        while True:
-            try:
-                return await step()
-            except Exception as exc:
-                log.warning("storage or Kafka step failed; retrying", extra={"error": repr(exc), "retry_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
+        """A storage or publishing step, retried until it succeeds. The batch is not acknowledged
+        meanwhile, so nothing is lost."""
+        return await retry_forever(step, "a storage or Kafka step", log)
 
     async def wait_for_tokenizer(self) -> None:
         """The champion's tokenizer from the registry; waits until a champion exists."""
-        delay = 1.0
-        while True:
-            version = await self._durably(lambda: asyncio.to_thread(registry.alias_version, self.s3))
-            if version is not None:
-                self.tokenizer, self.tokenizer_name = await asyncio.to_thread(registry.load_tokenizer, self.s3, version)
-                log.info("tokenizer loaded", extra={"tokenizer": self.tokenizer_name})
-                return
-            log.warning("no champion model in the registry yet (run `afina base init`); waiting", extra={"retry_s": delay})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30)
+
+        async def champion_tokenizer():
+            version = await asyncio.to_thread(registry.alias_version, self.s3)
+            if version is None:
+                raise LookupError("no champion model in the registry yet (run `afina base init`)")
+            return await asyncio.to_thread(registry.load_tokenizer, self.s3, version)
+
+        self.tokenizer, self.tokenizer_name = await retry_forever(champion_tokenizer, "loading the tokenizer", log)
+        log.info("tokenizer loaded", extra={"tokenizer": self.tokenizer_name})
 
     async def run(self) -> None:
         if self.settings.normalizer_metrics_port:
             start_http_server(self.settings.normalizer_metrics_port, addr="127.0.0.1")
         await self.wait_for_tokenizer()
-        delay = 0.5
-        while True:
-            try:
-                await self.broker.connect()
-                await self.dedup.start()
-                await self.broker.start()
-                break
-            except Exception as exc:  # Kafka not reachable yet
-                log.warning("Kafka is not reachable; retrying", extra={"error": str(exc), "retry_s": delay})
-                await self.dedup.stop()
-                await self.broker.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
+
+        async def connect() -> None:
+            await self.broker.connect()
+            await self.dedup.start()  # the dedup index is read before the first document
+            await self.broker.start()
+
+        async def disconnect() -> None:
+            await self.dedup.stop()
+            await self.broker.stop()
+
+        await retry_forever(connect, "connecting to Kafka", log, cleanup=disconnect)
         log.info("normalizer ready", extra={"group": GROUP, "workers": self.settings.normalizer_workers})
         try:
             await asyncio.Event().wait()
@@ -232,15 +222,4 @@ class Normalizer:
 
 def run(settings: Settings) -> None:
     """Run the normalizer until SIGTERM or SIGINT."""
-
-    async def main() -> None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            await Normalizer(settings).run()
-        except asyncio.CancelledError:
-            log.info("normalizer stopped")
-
-    asyncio.run(main())
+    run_until_stopped(Normalizer(settings).run, "normalizer", log)
