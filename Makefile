@@ -12,7 +12,7 @@ COMPOSE_PLUGIN := $(TOOLS)/docker/cli-plugins/docker-compose
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test stack-up stack-down stack-status bench compose clean
+.PHONY: help setup demo test stack-up stack-down stack-status bench compose ocr clean
 
 help:
 	@echo "make demo    set up and start afina on this machine (local Kafka, MinIO, Prefect)"
@@ -38,7 +38,14 @@ $(COMPOSE_PLUGIN): deploy/compose/go.mod deploy/compose/go.sum
 
 compose: $(COMPOSE_PLUGIN)
 
-setup: $(INSTALLED) $(COMPOSE_PLUGIN)
+# Tesseract (optional) lets the normalizer read scanned PDF pages. Installed from Debian's
+# packages where this runs as root with apt; elsewhere scans are rejected as no_text.
+ocr:
+	@command -v tesseract >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-spa tesseract-ocr-eng >/dev/null; } \
+		|| echo "tesseract is not installed: scanned PDF pages will be rejected as no_text"
+
+setup: $(INSTALLED) $(COMPOSE_PLUGIN) ocr
 
 demo: setup
 	$(BIN)/afina stack up

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass
 
@@ -77,6 +78,34 @@ def _html(title: str, paragraphs: list[str]) -> bytes:
             f"<nav><a href='/'>Inicio</a> | <a href='/contacto'>Contacto</a></nav>"
             f"<article><h1>{title}</h1>{body}</article>"
             f"<footer>© 2026 ACME. Todos los derechos reservados.</footer></body></html>").encode()
+
+
+def _scanned_pdf(lines: list[str]) -> bytes:
+    """A PDF whose page is only an image of text, like a scan: no text layer."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("L", (1700, 300 + 90 * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=44)
+    for i, line in enumerate(lines):
+        draw.text((100, 150 + 90 * i), line, fill=0, font=font)
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.image(png, x=0, y=0, w=210)
+    return bytes(pdf.output())
+
+
+OCR_LINES = ["La oficina central abre a las ocho de la mañana.", "Los visitantes deben registrarse en recepción.",
+             "El aparcamiento es gratuito para todo el personal.", "Las reuniones se reservan en la intranet."]
+
+
+def scanned() -> Doc:
+    """Read by OCR where Tesseract is installed, else rejected as no_text."""
+    if shutil.which("tesseract"):
+        return Doc("escaneo.pdf", _scanned_pdf(OCR_LINES), "es", ("oficina central", "visitantes deben registrarse"))
+    return Doc("escaneo.pdf", _scanned_pdf(OCR_LINES), rejected=RejectReason.NO_TEXT)
 
 
 def _zip_bomb() -> bytes:

@@ -7,6 +7,7 @@ import io
 import os
 import random
 import signal
+import subprocess
 import uuid
 from contextlib import contextmanager
 
@@ -27,7 +28,7 @@ from services.messaging import kafka_broker, publish_event
 from services.normalizer import parts
 from services.storage import minio_client
 from tests import corpus
-from tests.integration.harness import EventLog, afina_service, ensure_champion_tokenizer, free_port
+from tests.integration.harness import AFINA, EventLog, afina_service, ensure_champion_tokenizer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -109,10 +110,12 @@ def part_text(settings: Settings, key: str) -> tuple[str, list[dict]]:
 async def test_corpus_good_duplicate_and_hostile(local_stack, results, tmp_path):
     prefix = f"n{uuid.uuid4().hex[:10]}"
     with normalizer(local_stack, tmp_path):
-        good = await discover(local_stack, prefix, corpus.good())
+        good_docs, bad_docs = corpus.good(), corpus.duplicates() + corpus.hostile()
+        (good_docs if corpus.scanned().rejected is None else bad_docs).append(corpus.scanned())
+        good = await discover(local_stack, prefix, good_docs)
         results.wait_for(lambda: all(outcome(results, s) for s in good), timeout_s=180, what="good documents")
         # duplicates of what is now in the dataset; hostile files; then one more good document
-        bad = await discover(local_stack, prefix, corpus.duplicates() + corpus.hostile())
+        bad = await discover(local_stack, prefix, bad_docs)
         late = await discover(local_stack, prefix, [corpus.Doc("late.md", (" ".join(corpus.EN[::-1]) + " Late but fine.").encode(), "en")])
         results.wait_for(lambda: all(outcome(results, s) for s in {**bad, **late}), timeout_s=300, what="all outcomes")
 
@@ -159,6 +162,11 @@ async def test_delete_writes_a_tombstone(local_stack, results, tmp_path):
         Bucket.DATASETS, prefix=f"parts/{parts.source_key(source_id)}/", recursive=True)]
     assert sorted(keys) == sorted([created.part_key, deleted.part_key])
     assert deleted.part_key.endswith("-deleted.json") and deleted.part_key > created.part_key  # newest last
+    listed = subprocess.run([AFINA, "datasets", "parts", "--source", source_id], capture_output=True, text=True,
+                            env={**os.environ, "AFINA_STATE_DIR": str(local_stack.state_dir)})
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].startswith(created.part_key) and f"{created.tokens} tokens" in listed.stdout
+    assert deleted.part_key in listed.stdout and "2 parts and tombstones" in listed.stdout
 
     # a deleted document no longer counts as the original of anything
     with normalizer(local_stack, tmp_path, "again"):
