@@ -88,6 +88,18 @@ def datasets_parts(source: str = typer.Option("", help="Only this source id.")) 
     typer.echo(f"{len(rows)} parts and tombstones")
 
 
+base_app = typer.Typer(help="The base model.", no_args_is_help=True)
+app.add_typer(base_app, name="base")
+
+
+@base_app.command("init")
+def base_init() -> None:
+    """Build the base model (afina-tiny by default) and register it as version 0, the champion."""
+    from services.tuning.base import init_base
+
+    init_base(Settings(), echo=typer.echo)
+
+
 @app.command("drop")
 def drop(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="Files to drop."),

@@ -85,31 +85,7 @@ def afina_service(command: list[str], env: dict[str, str], log_file: Path, ready
 
 
 def ensure_champion_tokenizer(settings: Settings) -> int:
-    """The champion's version; registers a small BPE tokenizer as version 0 when the registry
-    has no champion yet (the tuning flow's `afina base init` makes the real one)."""
-    import io
-    import json
+    """The champion's version, after `afina base init` made afina-tiny the champion if none was."""
+    from services.tuning.base import init_base
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from services import registry
-    from services.contracts import Bucket
-    from services.storage import minio_client
-
-    client = minio_client(settings)
-    version = registry.alias_version(client)
-    if version is not None:
-        return version
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    corpus = ["Las vacaciones anuales son de veintitrés días laborables.",
-              "Annual leave is twenty-three working days for all staff.",
-              "El horario de oficina es de nueve a seis, de lunes a viernes."] * 50
-    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=800, special_tokens=["<unk>", "<s>", "</s>"],
-                                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    data = tokenizer.to_str().encode()
-    client.put_object(Bucket.MODELS, registry.tokenizer_key(0), io.BytesIO(data), len(data))
-    alias = json.dumps({"version": 0}).encode()
-    client.put_object(Bucket.MODELS, registry.alias_key(registry.CHAMPION), io.BytesIO(alias), len(alias))
-    return 0
+    return init_base(settings, echo=lambda line: None)

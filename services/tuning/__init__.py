@@ -1,0 +1,1 @@
+"""Fine-tuning: the built-in tiny base model, snapshots, training, evaluation, gating."""

@@ -1,0 +1,44 @@
+"""`afina base init`: register the base model as version 0, the first champion."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from services import registry
+from services.contracts import Settings
+from services.storage import minio_client
+from services.tuning import tiny
+
+
+def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
+    """The champion's version; builds and registers the base model when there is none yet."""
+    client = minio_client(settings)
+    current = registry.alias_version(client)
+    if current is not None:
+        echo(f"the registry already has a champion: version {current}")
+        return current
+    if settings.base_model == tiny.NAME:
+        folder = settings.state_dir / "models" / tiny.NAME
+        if (folder / "model.safetensors").exists():
+            summary = {"base_model": tiny.NAME, "reused": str(folder)}
+        else:
+            echo(f"building {tiny.NAME} (tokenizer, model, a short pretraining on CPU) ...")
+            summary = tiny.build(folder)
+        tokenizer_json = (folder / "tokenizer.json").read_bytes()
+        registry.register_version(client, 0, {"version": 0, "kind": "base", **summary}, tokenizer_json, folder)
+    else:
+        # A Hugging Face id or a local path: the weights stay where from_pretrained finds them;
+        # the registry records the reference and keeps the tokenizer the normalizer needs.
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(settings.base_model)
+        with tempfile.TemporaryDirectory() as folder:
+            tokenizer.save_pretrained(folder)
+            tokenizer_json = (Path(folder) / "tokenizer.json").read_bytes()
+        registry.register_version(client, 0, {"version": 0, "kind": "base", "base_model": settings.base_model},
+                                  tokenizer_json)
+    registry.set_alias(client, registry.CHAMPION, 0)
+    echo(f"registered {settings.base_model} as version 0, the champion")
+    return 0
