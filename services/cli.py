@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+import json
 from pathlib import Path
 
 from services import logs, stack
@@ -86,6 +87,34 @@ def datasets_parts(source: str = typer.Option("", help="Only this source id.")) 
     for row in rows:
         typer.echo(f"{row.key}  {row.chunks:>4} chunks {row.tokens:>7} tokens  {row.language:<4} {row.tokenizer}")
     typer.echo(f"{len(rows)} parts and tombstones")
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """List the frozen snapshots: id, documents, train/eval tokens."""
+    from services.storage import minio_client
+    from services.tuning import snapshot
+
+    client = minio_client(Settings())
+    for snapshot_id in snapshot.list_ids(client):
+        info = snapshot.summary(snapshot.load(client, snapshot_id))
+        typer.echo(f"{snapshot_id}  {info['created_at']}  {info['documents']:>5} documents  "
+                   f"train {info['train_tokens']:>8} tokens  eval {info['eval_tokens']:>7} tokens")
+
+
+@datasets_app.command("show")
+def datasets_show(snapshot_id: str) -> None:
+    """Show one snapshot's manifest: its summary and every part with its split."""
+    from services.storage import minio_client
+    from services.tuning import snapshot
+
+    found = snapshot.load(minio_client(Settings()), snapshot_id)
+    if found is None:
+        typer.secho(f"no snapshot {snapshot_id}; `afina datasets list` shows them", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(snapshot.summary(found), indent=2, default=str))
+    for part in found.parts:
+        typer.echo(f"{part.split:<5} {part.tokens:>7} tokens  {part.language:<4} {part.key}")
 
 
 base_app = typer.Typer(help="The base model.", no_args_is_help=True)

@@ -1,0 +1,67 @@
+"""Snapshots over the real MinIO: newest version per document, tombstones out, stable splits."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.contracts import Bucket
+from services.normalizer import parts
+from services.storage import minio_client
+from services.tuning import snapshot
+from tests.integration.harness import AFINA
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def write_part(client, source_id: str, when: datetime, sha: str, tokens: int) -> str:
+    rows = [{"source_id": source_id, "sha256": sha, "chunk_index": 0, "kind": "text", "text": "hola " * tokens,
+             "messages": None, "token_ids": list(range(tokens)), "n_tokens": tokens, "language": "es",
+             "media_type": "text/plain", "tokenizer": "v0:test", "discovered_at": when, "normalized_at": when}]
+    data = parts.to_parquet(rows)
+    key = parts.part_key(source_id, when, sha)
+    info = parts.PartInfo(1, tokens, "es", "v0:test")
+    client.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data), metadata=info.as_metadata())
+    return key
+
+
+def test_freeze_takes_newest_versions_drops_tombstones_and_keeps_splits(local_stack):
+    client = minio_client(local_stack)
+    tag = uuid.uuid4().hex[:8]
+    kept = write_part(client, f"snap{tag}:a.md", T0, "a" * 64, 10)
+    write_part(client, f"snap{tag}:b.md", T0, "b" * 64, 20)
+    newer = write_part(client, f"snap{tag}:b.md", T0 + timedelta(days=1), "c" * 64, 30)
+    write_part(client, f"snap{tag}:gone.md", T0, "d" * 64, 40)
+    tombstone = parts.tombstone(f"snap{tag}:gone.md", T0 + timedelta(days=2))
+    client.put_object(Bucket.DATASETS, parts.tombstone_key(f"snap{tag}:gone.md", T0 + timedelta(days=2)),
+                      io.BytesIO(tombstone), len(tombstone))
+    ours = {parts.source_key(f"snap{tag}:{name}") for name in ("a.md", "b.md", "gone.md")}
+
+    first = snapshot.freeze(client, eval_percent=50)
+    mine = {p.key: p for p in first.parts if p.source_key in ours}
+    assert set(mine) == {kept, newer}  # b's newest version; gone.md is gone
+    assert mine[newer].tokens == 30 and mine[newer].sha256 == "c" * 64
+    assert first.train_tokens + first.eval_tokens == sum(p.tokens for p in first.parts)
+
+    again = snapshot.freeze(client, eval_percent=50)
+    assert again == first  # nothing changed: the same immutable snapshot
+
+    added = write_part(client, f"snap{tag}:new.md", T0, "e" * 64, 5)
+    second = snapshot.freeze(client, eval_percent=50)
+    assert second.id != first.id and added in {p.key for p in second.parts}
+    splits = {p.source_key: p.split for p in second.parts}
+    assert all(splits[p.source_key] == p.split for p in first.parts)  # a document never changes side
+
+    env = {**os.environ, "AFINA_STATE_DIR": str(local_stack.state_dir)}
+    listed = subprocess.run([AFINA, "datasets", "list"], env=env, capture_output=True, text=True)
+    assert first.id in listed.stdout and second.id in listed.stdout
+    shown = subprocess.run([AFINA, "datasets", "show", second.id], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0 and added in shown.stdout and '"documents"' in shown.stdout
+    missing = subprocess.run([AFINA, "datasets", "show", "nope"], env=env, capture_output=True, text=True)
+    assert missing.returncode == 1 and "no snapshot nope" in missing.stderr
