@@ -1,0 +1,89 @@
+"""The training recipe on afina-tiny, on CPU: it learns, writes a safetensors adapter, and a run
+killed mid-way resumes from its checkpoint to exactly the result of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from services.normalizer.parts import to_parquet
+from services.tuning import tiny
+from services.tuning.train import TrainConfig, main
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("afina-tiny")
+    tiny.build(folder, tiny.TinyRecipe(steps=40))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def part(base, tmp_path_factory):
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    now = datetime.now(UTC)
+    common = {"source_id": "t:x", "sha256": "a" * 64, "language": "es", "media_type": "text/plain",
+              "tokenizer": "v0", "discovered_at": now, "normalized_at": now}
+    rows = [{**common, "chunk_index": i, "kind": "text", "text": line, "messages": None,
+             "token_ids": (ids := tokenizer(line)["input_ids"]), "n_tokens": len(ids)}
+            for i, line in enumerate(tiny.sample_text().splitlines())]
+    chat = [{"role": "user", "content": "¿Garantía?"}, {"role": "assistant", "content": "Veinticinco años."}]
+    rows.append({**common, "chunk_index": len(rows), "kind": "chat", "text": "", "messages": json.dumps(chat),
+                 "token_ids": [], "n_tokens": 0})
+    path = tmp_path_factory.mktemp("parts") / "part.parquet"
+    path.write_bytes(to_parquet(rows))
+    return path
+
+
+def config(base, part, output, **overrides) -> TrainConfig:
+    settings = {"steps": 40, "checkpoint_every": 5, "micro_batch": 4, "gradient_accumulation": 2, **overrides}
+    return TrainConfig(base_model=str(base), parts=[str(part)], output=str(output), **settings)
+
+
+def test_training_learns_and_writes_a_safetensors_adapter(base, part, tmp_path):
+    result = main(config(base, part, tmp_path / "run", steps=30))
+    assert result["final_loss"] < result["first_loss"] * 0.9  # learned on the sample text
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+    assert not list((tmp_path / "run").rglob("*.bin")) and not list((tmp_path / "run").rglob("*.pt"))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "loss.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 31))
+    assert result["trained_tokens_this_run"] > 0 and result["tokens_per_second"] > 0
+
+
+def test_killed_run_resumes_to_the_same_result(base, part, tmp_path):
+    straight = tmp_path / "straight"
+    main(config(base, part, straight))
+
+    resumed = tmp_path / "resumed"
+    cfg = tmp_path / "config.json"
+    cfg.write_text(config(base, part, resumed).model_dump_json())
+    run = subprocess.Popen([sys.executable, "-m", "services.tuning.train", str(cfg)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = resumed / "checkpoint" / "progress.json"
+    deadline = time.monotonic() + 120
+    while not (progress.exists() and json.loads(progress.read_text())["step"] >= 10):
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    killed_at = json.loads(progress.read_text())["step"]
+    assert killed_at < 40 and not (resumed / "adapter").exists()
+
+    again = subprocess.run([sys.executable, "-m", "services.tuning.train", str(cfg)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    steps = [json.loads(line)["step"] for line in (resumed / "loss.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 41))  # no step twice, none missing
+    a = load_file(straight / "adapter" / "adapter_model.safetensors")
+    b = load_file(resumed / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
