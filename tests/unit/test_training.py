@@ -4,6 +4,7 @@ killed mid-way resumes from its checkpoint to exactly the result of an uninterru
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -87,3 +88,42 @@ def test_killed_run_resumes_to_the_same_result(base, part, tmp_path):
     b = load_file(resumed / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_evaluation_scores_and_a_trained_adapter_beats_the_base(base, part, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from services.tuning.evaluate import language_scores, qa_scores, rouge_l
+
+    main(config(base, part, tmp_path / "run", steps=30))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    texts = tiny.sample_text().splitlines()[:10]
+    before = language_scores(AutoModelForCausalLM.from_pretrained(base), tokenizer, iter(texts))
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), tmp_path / "run" / "adapter")
+    after = language_scores(tuned, tokenizer, iter(texts))
+    assert before.bytes == sum(len(t.encode()) for t in texts) and before.tokens > 0
+    assert after.perplexity < before.perplexity and after.bits_per_byte < before.bits_per_byte
+    assert after.bits_per_byte == pytest.approx(
+        math.log(after.perplexity) * after.tokens / (math.log(2) * after.bytes))
+    qa = qa_scores(tuned, tokenizer, [("¿Garantía?", "Veinticinco años.")], max_new_tokens=8)
+    assert qa.questions == 1 and 0.0 <= qa.rouge_l <= 1.0
+    assert rouge_l("the panels carry a warranty", "the panels carry a twenty-five year warranty") == pytest.approx(
+        2 * 1.0 * (5 / 7) / (1.0 + 5 / 7))  # "twenty-five" is one word once punctuation goes
+    assert rouge_l("", "x") == 0.0
+
+
+def test_gate_promotes_only_a_better_candidate():
+    from services.tuning.gate import GateRules, Scores, decide
+
+    champion = Scores(eval_perplexity=20.0, regression_perplexity=30.0)
+    rules = GateRules(min_relative_gain=0.05, max_regression=0.10)
+    better = decide(Scores(eval_perplexity=18.0, regression_perplexity=31.0), champion, rules)
+    assert better.promote and all(r.startswith("passes") for r in better.reasons)
+    same = decide(Scores(eval_perplexity=19.5, regression_perplexity=30.0), champion, rules)
+    assert not same.promote and same.reasons[0].startswith("fails: domain eval perplexity")
+    forgets = decide(Scores(eval_perplexity=15.0, regression_perplexity=40.0), champion, rules)
+    assert not forgets.promote and "regression set" in forgets.reasons[0]
+    floor = decide(Scores(eval_perplexity=15.0, regression_perplexity=30.0, qa_exact_match=0.2), champion,
+                   GateRules(min_relative_gain=0.05, max_eval_perplexity=10.0, min_qa_exact_match=0.5))
+    assert not floor.promote and sum(r.startswith("fails") for r in floor.reasons) == 2

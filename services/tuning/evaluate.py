@@ -1,0 +1,114 @@
+"""Evaluation on held-out text, streamed: perplexity and bits per byte, and optional Q&A.
+
+Sequences are scored one batch at a time and only the summed loss is kept, never the logits
+of the whole set, so memory does not grow with the evaluation data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import torch
+from pydantic import BaseModel
+
+
+class LanguageScores(BaseModel):
+    perplexity: float
+    bits_per_byte: float
+    tokens: int
+    bytes: int
+
+
+class QAScores(BaseModel):
+    exact_match: float
+    rouge_l: float
+    questions: int
+
+
+@torch.no_grad()
+def language_scores(model, tokenizer, texts: Iterable[str], sequence_length: int = 128,
+                    batch_size: int = 8) -> LanguageScores:
+    model.eval()
+    device = next(model.parameters()).device
+    nll, tokens, sizes = 0.0, 0, []
+    for batch in _batches(_windows(tokenizer, texts, sequence_length, sizes), batch_size):
+        longest = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), longest), tokenizer.pad_token_id, device=device)
+        labels = torch.full((len(batch), longest), -100, device=device)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(ids)] = torch.tensor(ids)
+        logits = model(input_ids=input_ids).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum")
+        nll += losses.item()
+        tokens += int((targets != -100).sum())
+    size = sum(sizes)
+    if tokens == 0:
+        raise ValueError("nothing to evaluate: the texts have no tokens")
+    return LanguageScores(perplexity=math.exp(nll / tokens), bits_per_byte=nll / (math.log(2) * size) if size else 0.0,
+                          tokens=tokens, bytes=size)
+
+
+@torch.no_grad()
+def qa_scores(model, tokenizer, pairs: list[tuple[str, str]], max_new_tokens: int = 32) -> QAScores:
+    """Greedy answers to prompts, against the expected answers: exact match and ROUGE-L F1."""
+    model.eval()
+    device = next(model.parameters()).device
+    exact, rouge = 0.0, 0.0
+    for prompt, expected in pairs:
+        chat = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer(chat, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        exact += float(_normal(answer) == _normal(expected))
+        rouge += rouge_l(answer, expected)
+    n = max(1, len(pairs))
+    return QAScores(exact_match=exact / n, rouge_l=rouge / n, questions=len(pairs))
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 over words: the longest common subsequence against both lengths."""
+    a, b = _normal(candidate).split(), _normal(reference).split()
+    if not a or not b:
+        return 0.0
+    previous = [0] * (len(b) + 1)
+    for word in a:
+        current = [0]
+        for j, other in enumerate(b):
+            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
+        previous = current
+    lcs = previous[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(a), lcs / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _normal(text: str) -> str:
+    return " ".join("".join(ch for ch in text.casefold() if ch.isalnum() or ch.isspace()).split())
+
+
+def _windows(tokenizer, texts: Iterable[str], length: int, sizes: list[int]) -> Iterator[list[int]]:
+    """Token windows of each text, in order; records each text's size in bytes as it goes."""
+    for text in texts:
+        sizes.append(len(text.encode()))
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        for start in range(0, len(ids), length):
+            window = ids[start : start + length]
+            if len(window) > 1:
+                yield window
+
+
+def _batches(items: Iterator[list[int]], size: int) -> Iterator[list[list[int]]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

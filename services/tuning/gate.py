@@ -1,0 +1,44 @@
+"""The gate: promote a candidate only when it beats the champion, and say why either way."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class GateRules(BaseModel):
+    min_relative_gain: float = Field(0.01, description="Domain eval perplexity must drop at least this much (relative).")
+    max_regression: float = Field(0.05, description="Regression-set perplexity may rise at most this much (relative).")
+    max_eval_perplexity: float | None = Field(None, description="Absolute floor: never promote above this.")
+    min_qa_exact_match: float | None = Field(None, description="Absolute floor on the Q&A exact match.")
+
+
+class Scores(BaseModel):
+    eval_perplexity: float
+    regression_perplexity: float
+    qa_exact_match: float | None = None
+
+
+class Decision(BaseModel):
+    promote: bool
+    reasons: list[str]
+
+
+def decide(candidate: Scores, champion: Scores, rules: GateRules) -> Decision:
+    passed, failed = [], []
+    gain = 1 - candidate.eval_perplexity / champion.eval_perplexity
+    (passed if gain >= rules.min_relative_gain else failed).append(
+        f"domain eval perplexity {champion.eval_perplexity:.3f} → {candidate.eval_perplexity:.3f} "
+        f"({gain:+.1%}; needs at least {rules.min_relative_gain:+.1%})")
+    regression = candidate.regression_perplexity / champion.regression_perplexity - 1
+    (passed if regression <= rules.max_regression else failed).append(
+        f"regression set perplexity {champion.regression_perplexity:.3f} → {candidate.regression_perplexity:.3f} "
+        f"({regression:+.1%}; at most {rules.max_regression:+.1%})")
+    if rules.max_eval_perplexity is not None:
+        ok = candidate.eval_perplexity <= rules.max_eval_perplexity
+        (passed if ok else failed).append(
+            f"domain eval perplexity {candidate.eval_perplexity:.3f} (floor {rules.max_eval_perplexity:.3f})")
+    if rules.min_qa_exact_match is not None:
+        score = candidate.qa_exact_match or 0.0
+        (passed if score >= rules.min_qa_exact_match else failed).append(
+            f"Q&A exact match {score:.0%} (floor {rules.min_qa_exact_match:.0%})")
+    return Decision(promote=not failed, reasons=[f"fails: {r}" for r in failed] + [f"passes: {r}" for r in passed])
