@@ -117,6 +117,68 @@ def datasets_show(snapshot_id: str) -> None:
         typer.echo(f"{part.split:<5} {part.tokens:>7} tokens  {part.language:<4} {part.key}")
 
 
+models_app = typer.Typer(help="The model registry: versions, the champion, rollback.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every registered version, the champion and the previous one marked."""
+    from services import registry
+    from services.storage import minio_client
+
+    client = minio_client(Settings())
+    champion, previous = registry.alias_version(client), registry.previous_version(client)
+    for version in registry.versions(client):
+        card = registry.read_card(client, version) or {}
+        mark = "champion" if version == champion else "previous" if version == previous else card.get("status", "")
+        typer.echo(f"v{version:<4} {mark:<9} {card.get('kind', ''):<10} {card.get('base_model', '')}  "
+                   f"snapshot {card.get('snapshot_id', '-')}")
+
+
+@models_app.command("show")
+def models_show(version: int) -> None:
+    """One version's card: base model, metrics, lineage, gate decision."""
+    from services import registry
+    from services.storage import minio_client
+
+    card = registry.read_card(minio_client(Settings()), version)
+    if card is None:
+        typer.secho(f"there is no model version {version}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(card, indent=2))
+
+
+@models_app.command("promote")
+def models_promote(version: int) -> None:
+    """Make a version the champion by hand (the old one becomes previous) and announce it."""
+    import asyncio
+
+    from services.tuning import promotion
+
+    try:
+        event = asyncio.run(promotion.promote(Settings(), version))
+    except LookupError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"champion: v{event.version} (previous v{event.previous_version})")
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Give the champion back to the previous version and announce it."""
+    import asyncio
+
+    from services.tuning import promotion
+
+    try:
+        event = asyncio.run(promotion.rollback(Settings()))
+    except LookupError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"champion: v{event.version} (previous v{event.previous_version})")
+
+
 base_app = typer.Typer(help="The base model.", no_args_is_help=True)
 app.add_typer(base_app, name="base")
 

@@ -1,6 +1,6 @@
 """The model registry in MinIO `models`: versions and the aliases that point at them.
 
-    models/aliases/champion.json         {"version": N}   (moved by one atomic write)
+    models/aliases/champion.json         {"version": N, "previous": M}  (both move in one write)
     models/versions/<N>/card.json        what the version is: base model, metrics, lineage
     models/versions/<N>/tokenizer.json   the version's tokenizer (Hugging Face tokenizers format)
     models/versions/<N>/model/...        weights and configs (safetensors), when stored here
@@ -66,9 +66,39 @@ def register_version(client: Minio, version: int, card: dict, tokenizer_json: by
     _put(client, card_key(version), json.dumps(card, indent=2, sort_keys=True).encode())
 
 
-def set_alias(client: Minio, alias: str, version: int) -> None:
+def set_alias(client: Minio, alias: str, version: int, previous: int | None = None) -> None:
     """Point an alias at a version: one object written whole, so readers see the old or the new."""
-    _put(client, alias_key(alias), json.dumps({"version": version}).encode())
+    _put(client, alias_key(alias), json.dumps({"version": version, "previous": previous}).encode())
+
+
+def previous_version(client: Minio, alias: str = CHAMPION) -> int | None:
+    data = read_object(client, Bucket.MODELS, alias_key(alias))
+    return None if data is None else json.loads(data).get("previous")
+
+
+def versions(client: Minio) -> list[int]:
+    found = {int(o.object_name.split("/")[1]) for o in client.list_objects(Bucket.MODELS, prefix="versions/")}
+    return sorted(found)
+
+
+def promote(client: Minio, version: int) -> tuple[int, int | None]:
+    """Make a registered version the champion; the old champion becomes the previous one."""
+    if read_card(client, version) is None:
+        raise LookupError(f"there is no model version {version} in the registry")
+    current = alias_version(client)
+    if current == version:
+        return version, previous_version(client)
+    set_alias(client, CHAMPION, version, previous=current)
+    return version, current
+
+
+def rollback(client: Minio) -> tuple[int, int | None]:
+    """Give the champion alias back to the previous version."""
+    previous, current = previous_version(client), alias_version(client)
+    if previous is None:
+        raise LookupError("there is no previous champion to roll back to")
+    set_alias(client, CHAMPION, previous, previous=current)
+    return previous, current
 
 
 def _put(client: Minio, key: str, data: bytes) -> None:

@@ -1,0 +1,32 @@
+"""Moving the champion alias and announcing it: ModelPromoted on Kafka after the alias moved."""
+
+from __future__ import annotations
+
+from services import registry
+from services.contracts import ModelPromoted, Settings
+from services.messaging import kafka_broker, publish_event
+from services.storage import minio_client
+
+
+async def announce(settings: Settings, version: int, previous: int | None) -> ModelPromoted:
+    card = registry.read_card(minio_client(settings), version) or {}
+    event = ModelPromoted(
+        version=version, previous_version=previous, snapshot_id=str(card.get("snapshot_id", "")),
+        base_model=str(card.get("base_model", settings.base_model)),
+        metrics={k: float(v) for k, v in card.get("metrics", {}).items() if isinstance(v, int | float)},
+    )
+    broker = kafka_broker(settings, "afina-registry")
+    async with broker:
+        await broker.start()
+        await publish_event(broker, event, key="champion")
+    return event
+
+
+async def promote(settings: Settings, version: int) -> ModelPromoted:
+    version, previous = registry.promote(minio_client(settings), version)
+    return await announce(settings, version, previous)
+
+
+async def rollback(settings: Settings) -> ModelPromoted:
+    version, previous = registry.rollback(minio_client(settings))
+    return await announce(settings, version, previous)
