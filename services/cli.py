@@ -6,6 +6,7 @@ import typer
 
 import json
 from pathlib import Path
+from typing import NoReturn
 
 from services import logs, stack
 from services.contracts import Settings
@@ -13,6 +14,12 @@ from services.contracts import Settings
 app = typer.Typer(help="afina: continuous fine-tuning from the documents a company keeps producing.", no_args_is_help=True)
 stack_app = typer.Typer(help="The local stack: Kafka, MinIO and Prefect as real servers, no Docker.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+
+
+def _fail(message: str) -> NoReturn:
+    """End the command with a message a person can act on, and exit status 1."""
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
 
 
 def _print_parts(parts: list[stack.PartStatus]) -> None:
@@ -28,8 +35,7 @@ def stack_up() -> None:
     try:
         parts = stack.up(Settings(), echo=typer.echo)
     except stack.StackError as exc:
-        typer.secho(f"afina stack up: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(f"afina stack up: {exc}")
     _print_parts(parts)
 
 
@@ -110,8 +116,7 @@ def datasets_show(snapshot_id: str) -> None:
 
     found = snapshot.load(minio_client(Settings()), snapshot_id)
     if found is None:
-        typer.secho(f"no snapshot {snapshot_id}; `afina datasets list` shows them", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1)
+        _fail(f"no snapshot {snapshot_id}; `afina datasets list` shows them")
     typer.echo(json.dumps(snapshot.summary(found), indent=2, default=str))
     for part in found.parts:
         typer.echo(f"{part.split:<5} {part.tokens:>7} tokens  {part.language:<4} {part.key}")
@@ -144,38 +149,33 @@ def models_show(version: int) -> None:
 
     card = registry.read_card(minio_client(Settings()), version)
     if card is None:
-        typer.secho(f"there is no model version {version}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1)
+        _fail(f"there is no model version {version}")
     typer.echo(json.dumps(card, indent=2))
 
 
 @models_app.command("promote")
 def models_promote(version: int) -> None:
     """Make a version the champion by hand (the old one becomes previous) and announce it."""
-    import asyncio
-
     from services.tuning import promotion
 
-    try:
-        event = asyncio.run(promotion.promote(Settings(), version))
-    except LookupError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"champion: v{event.version} (previous v{event.previous_version})")
+    _move_champion(promotion.promote(Settings(), version))
 
 
 @models_app.command("rollback")
 def models_rollback() -> None:
     """Give the champion back to the previous version and announce it."""
-    import asyncio
-
     from services.tuning import promotion
 
+    _move_champion(promotion.rollback(Settings()))
+
+
+def _move_champion(moving) -> None:
+    import asyncio
+
     try:
-        event = asyncio.run(promotion.rollback(Settings()))
+        event = asyncio.run(moving)
     except LookupError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
     typer.echo(f"champion: v{event.version} (previous v{event.previous_version})")
 
 
