@@ -17,19 +17,18 @@ def minio_client(settings: Settings) -> Minio:
     )
 
 
-def create_if_absent(client: Minio, bucket: str, key: str, data: bytes) -> bool:
-    """Write an object only if no object has that key (S3 conditional write); False when one has.
+def _missing(exc: S3Error) -> bool:
+    return exc.code in ("NoSuchKey", "NoSuchObject")
 
-    Atomic on the server, so replicas racing for the same key agree on one winner.
-    minio-py has no public argument for If-None-Match, hence its request method.
-    """
+
+def stat_object(client: Minio, bucket: str, key: str):
+    """The object's stat (size, ETag, metadata), or None when there is none."""
     try:
-        client._execute("PUT", bucket, key, body=data, headers={"If-None-Match": "*"})
+        return client.stat_object(bucket, key)
     except S3Error as exc:
-        if exc.code == "PreconditionFailed":
-            return False
+        if _missing(exc):
+            return None
         raise
-    return True
 
 
 def read_object(client: Minio, bucket: str, key: str) -> bytes | None:
@@ -37,7 +36,7 @@ def read_object(client: Minio, bucket: str, key: str) -> bytes | None:
     try:
         response = client.get_object(bucket, key)
     except S3Error as exc:
-        if exc.code in ("NoSuchKey", "NoSuchObject"):
+        if _missing(exc):
             return None
         raise
     try:

@@ -21,7 +21,6 @@ from typing import BinaryIO
 
 from faststream.kafka import KafkaMessage
 from minio.commonconfig import CopySource
-from minio.error import S3Error
 from prometheus_client import Counter, start_http_server
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -43,7 +42,7 @@ from services.contracts import (
     Topic,
 )
 from services.messaging import kafka_broker, publish_event
-from services.storage import minio_client
+from services.storage import minio_client, stat_object
 
 log = logging.getLogger("afina.connector")
 
@@ -139,13 +138,7 @@ class Connector:
             raise ChangedWhileReading(f"content changed while it was uploaded (expected sha256 {sha})")
 
     def _raw_exists(self, sha: str) -> bool:
-        try:
-            self.s3.stat_object(Bucket.RAW, sha)
-            return True
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject"):
-                return False
-            raise
+        return stat_object(self.s3, Bucket.RAW, sha) is not None
 
     def on_fs_event(self, event: FileSystemEvent) -> None:
         """From the observer's thread: turn a file-system event into scheduled runs (on the loop)."""
@@ -212,12 +205,9 @@ class Connector:
             await self._apply(sid, previous, observed)
 
     def _read_object(self, key: str, previous: IndexEntry | None) -> Observed | object | None:
-        try:
-            stat = self.s3.stat_object(Bucket.INBOX, key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject"):
-                return None
-            raise
+        stat = stat_object(self.s3, Bucket.INBOX, key)
+        if stat is None:
+            return None
         etag = stat.etag.strip('"')
         if _same_version(previous, etag, stat.size):
             return UNCHANGED

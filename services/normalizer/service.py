@@ -21,7 +21,6 @@ from typing import TypeVar
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
-from minio.error import S3Error
 from prometheus_client import Counter, Histogram, start_http_server
 
 from services import registry
@@ -42,7 +41,7 @@ from services.normalizer.dedup import DedupLog, Fingerprint
 from services.normalizer.extract import Rejection
 from services.normalizer.tokenize import chunk, count_tokens
 from services.normalizer.worker import ExtractionPool
-from services.storage import minio_client, read_object
+from services.storage import minio_client, read_object, stat_object
 
 log = logging.getLogger("afina.normalizer")
 
@@ -105,7 +104,7 @@ class Normalizer:
                 message=f"a '{event.kind}' event without a sha256 cannot be read"))
             return
         key = parts.part_key(event.source_id, event.occurred_at, event.sha256)
-        stored = await self._durably(lambda: asyncio.to_thread(self._stat, key))
+        stored = await self._durably(lambda: asyncio.to_thread(stat_object, self.s3, Bucket.DATASETS, key))
         if stored is not None:  # redelivered after the part was written: announce it again, write nothing
             await self._announce(self._normalized(event, key, parts.PartInfo.from_metadata(stored.metadata)))
             DOCUMENTS.labels("redelivered").inc()
@@ -170,14 +169,6 @@ class Normalizer:
     def _put(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
         self.s3.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data), metadata=metadata,
                            content_type="application/vnd.apache.parquet" if key.endswith(".parquet") else "application/json")
-
-    def _stat(self, key: str):
-        try:
-            return self.s3.stat_object(Bucket.DATASETS, key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject"):
-                return None
-            raise
 
     async def _durably(self, step: Callable[[], Awaitable[T]]) -> T:
         """A storage or publishing step, retried until it succeeds. The batch is not acknowledged
