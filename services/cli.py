@@ -88,10 +88,12 @@ app.add_typer(datasets_app, name="datasets")
 def datasets_parts(source: str = typer.Option("", help="Only this source id.")) -> None:
     """List the stored parts and tombstones: key, chunks, tokens, language, tokenizer."""
     from services.normalizer.listing import list_parts
+    from services.storage import minio_client
 
-    rows = list_parts(Settings(), source or None)
+    rows = list_parts(minio_client(Settings()), source or None)
     for row in rows:
-        typer.echo(f"{row.key}  {row.chunks:>4} chunks {row.tokens:>7} tokens  {row.language:<4} {row.tokenizer}")
+        info = row.info
+        typer.echo(f"{row.key}  {info.chunks:>4} chunks {info.tokens:>7} tokens  {info.language:<4} {info.tokenizer}")
     typer.echo(f"{len(rows)} parts and tombstones")
 
 

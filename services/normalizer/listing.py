@@ -1,28 +1,30 @@
-"""What the dataset store holds: parts and tombstones, newest first per source."""
+"""What the dataset store holds: parts and tombstones, in key order (oldest first per source)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.contracts import Bucket, Settings
+from minio import Minio
+
+from services.contracts import Bucket
 from services.normalizer import parts
-from services.storage import minio_client
 
 
 @dataclass(frozen=True)
 class StoredPart:
     key: str
-    chunks: int
-    tokens: int
-    language: str
-    tokenizer: str
+    info: parts.PartInfo  # zeros for a tombstone
+
+    @property
+    def source_key(self) -> str:
+        return self.key.split("/")[1]
+
+    @property
+    def tombstone(self) -> bool:
+        return not self.key.endswith(".parquet")
 
 
-def list_parts(settings: Settings, source_id: str | None = None) -> list[StoredPart]:
-    client = minio_client(settings)
+def list_parts(client: Minio, source_id: str | None = None) -> list[StoredPart]:
     prefix = f"{parts.PREFIX}/{parts.source_key(source_id)}/" if source_id else f"{parts.PREFIX}/"
-    found = []
-    for obj in client.list_objects(Bucket.DATASETS, prefix=prefix, recursive=True, include_user_meta=True):
-        info = parts.PartInfo.from_metadata(obj.metadata or {})
-        found.append(StoredPart(obj.object_name, info.chunks, info.tokens, info.language, info.tokenizer))
-    return found
+    return [StoredPart(obj.object_name, parts.PartInfo.from_metadata(obj.metadata or {}))
+            for obj in client.list_objects(Bucket.DATASETS, prefix=prefix, recursive=True, include_user_meta=True)]

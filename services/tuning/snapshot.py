@@ -19,7 +19,7 @@ from minio import Minio
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.contracts import Bucket
-from services.normalizer import parts
+from services.normalizer.listing import StoredPart, list_parts
 from services.storage import read_object
 
 PREFIX = "snapshots"
@@ -56,21 +56,16 @@ def split_of(source_key: str, eval_percent: int) -> str:
 
 def current_parts(client: Minio, eval_percent: int) -> list[SnapshotPart]:
     """The newest entry of every document, tombstones dropped."""
-    newest: dict[str, object] = {}
-    for obj in client.list_objects(Bucket.DATASETS, prefix=f"{parts.PREFIX}/", recursive=True, include_user_meta=True):
-        source_key = obj.object_name.split("/")[1]
-        if source_key not in newest or obj.object_name > newest[source_key].object_name:
-            newest[source_key] = obj
-    found = []
-    for source_key, obj in sorted(newest.items()):
-        if not obj.object_name.endswith(".parquet"):
-            continue  # a tombstone: the document is gone
-        info = parts.PartInfo.from_metadata(obj.metadata or {})
-        sha256 = obj.object_name.rsplit("-", 1)[1].removesuffix(".parquet")
-        found.append(SnapshotPart(key=obj.object_name, source_key=source_key, sha256=sha256, tokens=info.tokens,
-                                  chunks=info.chunks, language=info.language, tokenizer=info.tokenizer,
-                                  split=split_of(source_key, eval_percent)))
-    return found
+    newest: dict[str, StoredPart] = {}
+    for stored in list_parts(client):  # S3 lists keys in order, and a source's keys start with event time
+        newest[stored.source_key] = stored
+    return [
+        SnapshotPart(key=p.key, source_key=source_key, sha256=p.key.rsplit("-", 1)[1].removesuffix(".parquet"),
+                     tokens=p.info.tokens, chunks=p.info.chunks, language=p.info.language,
+                     tokenizer=p.info.tokenizer, split=split_of(source_key, eval_percent))
+        for source_key, p in sorted(newest.items())
+        if not p.tombstone  # a tombstone: the document is gone
+    ]
 
 
 def freeze(client: Minio, eval_percent: int = 10) -> Snapshot:
