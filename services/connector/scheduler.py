@@ -13,10 +13,10 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from services.lifecycle import FIRST_DELAY_S, MAX_DELAY_S
+
 K = TypeVar("K", bound=Hashable)
 
-FIRST_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 30.0
 
 
 class Scheduler(Generic[K]):
@@ -83,7 +83,7 @@ class Scheduler(Generic[K]):
             except BaseException as exc:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
-                retry_s = min(FIRST_BACKOFF_S * 2 ** (failures - 1), MAX_BACKOFF_S)
+                retry_s = min(FIRST_DELAY_S * 2 ** (failures - 1), MAX_DELAY_S)
                 self._log.warning(
                     "run failed; will retry",
                     extra={"key": str(key), "error": repr(exc), "attempt": failures, "retry_s": retry_s},
