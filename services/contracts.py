@@ -76,6 +76,42 @@ class Settings(BaseSettings):
         "afina-tiny",
         description="Base causal LM: a Hugging Face id, a local path, or the built-in afina-tiny.",
     )
+    # the tuning flow
+    tuning_schedule: str = Field("0 2 * * *", description="Cron schedule of the tuning deployment (default nightly).")
+    tuning_timezone: str = Field("UTC", description="Time zone of the tuning schedule.")
+    tuning_continue: bool = Field(
+        True, description="Continue training from the champion's adapter (false: a fresh adapter each run)."
+    )
+    tuning_steps: int = Field(60, ge=1, description="Optimizer steps per training run.")
+    tuning_sequence_length: int = Field(128, ge=16, description="Tokens per training sequence.")
+    tuning_micro_batch: int = Field(8, ge=1, description="Sequences per forward pass.")
+    tuning_gradient_accumulation: int = Field(2, ge=1, description="Micro-batches per optimizer step.")
+    tuning_learning_rate: float = Field(1e-2, gt=0, description="Peak learning rate (AdamW, warm-up then cosine).")
+    tuning_lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    tuning_checkpoint_every: int = Field(20, ge=1, description="Steps between training checkpoints.")
+    tuning_eval_percent: int = Field(10, ge=1, le=50, description="Share of documents held out for evaluation.")
+    tuning_qa_file: Path | None = Field(None, description="Optional Q&A JSONL ({prompt, expected}) scored at evaluation.")
+    gate_min_relative_gain: float = Field(
+        0.01, description="Domain eval perplexity must drop at least this much (relative) to promote."
+    )
+    gate_max_regression: float = Field(
+        0.05, description="Regression-set perplexity may rise at most this much (relative)."
+    )
+    gate_max_eval_perplexity: float | None = Field(None, description="Absolute floor: never promote above this perplexity.")
+    gate_min_qa_exact_match: float | None = Field(None, description="Absolute floor on the Q&A exact match (0..1).")
+    # the inference service
+    inference_address: str = Field("127.0.0.1:50051", description="gRPC address the inference service listens on.")
+    inference_token: str = Field("", description="Bearer token callers must send ('' for none).")
+    inference_tls_cert: Path | None = Field(None, description="TLS certificate (PEM); with the key, gRPC over TLS.")
+    inference_tls_key: Path | None = Field(None, description="TLS private key (PEM).")
+    inference_max_batch: int = Field(8, ge=1, description="Requests generated together at most.")
+    inference_batch_wait_ms: float = Field(5, ge=0, description="How long a request waits for others to batch with.")
+    inference_max_queue: int = Field(64, ge=1, description="Requests waiting at most; more get RESOURCE_EXHAUSTED.")
+    inference_max_new_tokens: int = Field(256, ge=1, description="Largest max_new_tokens a request may ask for.")
+    inference_max_prompt_tokens: int = Field(1024, ge=1, description="Longest prompt, in tokens.")
+    inference_loaded_versions: int = Field(3, ge=1, description="Adapters kept in memory (champion and recent ones).")
+    inference_alias_check_s: float = Field(30, gt=0, description="How often to re-read the champion alias.")
+    inference_metrics_port: int = Field(9103, ge=0, description="Prometheus metrics port (0: off).")
 
     @field_validator("state_dir", "inbox_dir")
     @classmethod

@@ -3,7 +3,12 @@
     models/aliases/champion.json         {"version": N, "previous": M}  (both move in one write)
     models/versions/<N>/card.json        what the version is: base model, metrics, lineage
     models/versions/<N>/tokenizer.json   the version's tokenizer (Hugging Face tokenizers format)
-    models/versions/<N>/model/...        weights and configs (safetensors), when stored here
+    models/versions/<N>/model/...        base weights and configs (safetensors), when stored here
+    models/versions/<N>/adapter/...      a fine-tuned version's LoRA adapter (safetensors + config)
+
+A base version (kind "base") is a full model: its own `model/` files, or a Hugging Face id or
+path in its card's `base_model`. A fine-tuned version (kind "adapter") names the base version
+it adapts in `base_version` and stores only its adapter.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 from pathlib import Path
 
 from minio import Minio
+from pydantic import BaseModel
 from tokenizers import Tokenizer
 
 from services.contracts import Bucket
@@ -51,17 +57,22 @@ def model_prefix(version: int) -> str:
     return f"versions/{version}/model/"
 
 
+def adapter_prefix(version: int) -> str:
+    return f"versions/{version}/adapter/"
+
+
 def read_card(client: Minio, version: int) -> dict | None:
     data = read_object(client, Bucket.MODELS, card_key(version))
     return None if data is None else json.loads(data)
 
 
 def register_version(client: Minio, version: int, card: dict, tokenizer_json: bytes,
-                     model_folder: Path | None = None) -> None:
+                     model_folder: Path | None = None, adapter_folder: Path | None = None) -> None:
     """Store a version's files; the card last, so a version with a card is complete."""
-    if model_folder is not None:
-        for path in sorted(p for p in model_folder.rglob("*") if p.is_file()):
-            client.fput_object(Bucket.MODELS, model_prefix(version) + path.relative_to(model_folder).as_posix(), str(path))
+    for folder, prefix in ((model_folder, model_prefix(version)), (adapter_folder, adapter_prefix(version))):
+        if folder is not None:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                client.fput_object(Bucket.MODELS, prefix + path.relative_to(folder).as_posix(), str(path))
     _put(client, tokenizer_key(version), tokenizer_json)
     _put(client, card_key(version), json.dumps(card, indent=2, sort_keys=True).encode())
 
@@ -79,6 +90,48 @@ def previous_version(client: Minio, alias: str = CHAMPION) -> int | None:
 def versions(client: Minio) -> list[int]:
     found = {int(o.object_name.split("/")[1]) for o in client.list_objects(Bucket.MODELS, prefix="versions/")}
     return sorted(found)
+
+
+def next_version(client: Minio) -> int:
+    return max(versions(client), default=-1) + 1
+
+
+class LocalVersion(BaseModel):
+    """Where a version's files are on this machine: what `from_pretrained` needs."""
+
+    version: int
+    base: str  # a local folder, or a Hugging Face id that from_pretrained resolves itself
+    base_version: int
+    adapter: Path | None  # None for a base version
+    card: dict
+
+
+def fetch(client: Minio, version: int, cache_dir: Path) -> LocalVersion:
+    """Download a version (and the base it adapts) into cache_dir, once: versions are immutable."""
+    card = read_card(client, version)
+    if card is None:
+        raise LookupError(f"there is no model version {version} in the registry")
+    if card.get("kind") == "adapter":
+        base = fetch(client, int(card["base_version"]), cache_dir)
+        adapter = _download(client, adapter_prefix(version), cache_dir / str(version) / "adapter")
+        return LocalVersion(version=version, base=base.base, base_version=base.version, adapter=adapter, card=card)
+    folder = _download(client, model_prefix(version), cache_dir / str(version) / "model")
+    base = str(folder) if folder is not None else str(card["base_model"])
+    return LocalVersion(version=version, base=base, base_version=version, adapter=None, card=card)
+
+
+def _download(client: Minio, prefix: str, folder: Path) -> Path | None:
+    """The objects under prefix as files in folder; None when there are none."""
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    objects = list(client.list_objects(Bucket.MODELS, prefix=prefix, recursive=True))
+    if not objects:
+        return None
+    for obj in objects:
+        client.fget_object(Bucket.MODELS, obj.object_name, str(folder / obj.object_name[len(prefix):]))
+    done.touch()  # last: a download cut short is done again, never half-used
+    return folder
 
 
 def promote(client: Minio, version: int) -> tuple[int, int | None]:
