@@ -38,16 +38,7 @@ BATCH = 500
 def time_stack_up(settings: Settings) -> tuple[float, float]:
     afina = str(Path(sys.executable).with_name("afina"))
     state = Path(tempfile.mkdtemp(prefix="afina-bench-"))
-    (state / "tools").symlink_to((settings.state_dir / "tools").resolve())
-    env = {
-        **os.environ,
-        "AFINA_STATE_DIR": str(state),
-        "AFINA_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:29092",
-        "AFINA_KAFKA_CONTROLLER_PORT": "29093",
-        "AFINA_S3_ENDPOINT": "127.0.0.1:29000",
-        "AFINA_S3_CONSOLE_PORT": "29001",
-        "AFINA_PREFECT_API_URL": "http://127.0.0.1:24200/api",
-    }
+    env = {**os.environ, **stack.sibling_env(settings, state, port_offset=20000)}
     try:
         times = []
         for _ in range(2):

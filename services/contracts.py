@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     tuning_lora_r: int = Field(8, ge=1, description="LoRA rank.")
     tuning_checkpoint_every: int = Field(20, ge=1, description="Steps between training checkpoints.")
     tuning_eval_percent: int = Field(10, ge=1, le=50, description="Share of documents held out for evaluation.")
+    tuning_regression_file: Path | None = Field(
+        None, description="Texts the model must not forget (paragraphs, or JSONL of {text}); default: the first "
+        "snapshot's eval documents, frozen.",
+    )
     tuning_qa_file: Path | None = Field(None, description="Optional Q&A JSONL ({prompt, expected}) scored at evaluation.")
     gate_min_relative_gain: float = Field(
         0.01, description="Domain eval perplexity must drop at least this much (relative) to promote."
@@ -112,6 +116,9 @@ class Settings(BaseSettings):
     inference_loaded_versions: int = Field(3, ge=1, description="Adapters kept in memory (champion and recent ones).")
     inference_alias_check_s: float = Field(30, gt=0, description="How often to re-read the champion alias.")
     inference_metrics_port: int = Field(9103, ge=0, description="Prometheus metrics port (0: off).")
+    inference_torch_threads: int = Field(
+        1, ge=0, description="CPU threads per generation step (0: torch's default, one per core; small models are faster on one)."
+    )
 
     @field_validator("state_dir", "inbox_dir")
     @classmethod

@@ -49,3 +49,19 @@ def run_until_stopped(main: Callable[[], Awaitable[None]], name: str, log: loggi
             log.info(f"{name} stopped")
 
     asyncio.run(supervised())
+
+
+class Interrupted(Exception):
+    """A step stopped from outside (a killed process): running it again picks up where it was."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: a server away for a moment or an interrupted step, not a bug or bad data."""
+    import urllib3
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+    from minio.error import S3Error
+
+    if isinstance(exc, S3Error):
+        return exc.code in ("SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized")
+    return isinstance(exc, (ConnectionError, TimeoutError, urllib3.exceptions.HTTPError, KafkaConnectionError,
+                            KafkaTimeoutError, Interrupted))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from services.contracts import Settings
 from services.stack import kafka, minio, prefect
 from services.stack.process import ManagedProcess, StackError
 
-__all__ = ["StackError", "PartStatus", "up", "down", "status", "init"]
+__all__ = ["StackError", "PartStatus", "up", "down", "status", "init", "sibling_env"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +122,25 @@ def status(settings: Settings) -> list[PartStatus]:
 
 def _status(name: str, part: _Part, state: str) -> PartStatus:
     return PartStatus(name, state, part.addresses, part.process.pid(), str(part.process.log_file))
+
+
+def sibling_env(settings: Settings, state_dir: Path, port_offset: int) -> dict[str, str]:
+    """AFINA_* variables for a second stack beside this one (tests, benchmarks): its own state
+    folder and ports, sharing the built tools and base models so that nothing is built twice."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for shared in ("tools", "models"):
+        source = settings.state_dir / shared
+        source.mkdir(parents=True, exist_ok=True)
+        if not (state_dir / shared).exists():
+            (state_dir / shared).symlink_to(source.resolve())
+    prefect_port = settings.prefect_port + port_offset
+    return {
+        "AFINA_STATE_DIR": str(state_dir),
+        "AFINA_INBOX_DIR": str(state_dir / "inbox"),
+        "AFINA_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{settings.kafka_port + port_offset}",
+        "AFINA_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port + port_offset),
+        "AFINA_S3_ENDPOINT": f"127.0.0.1:{settings.s3_port + port_offset}",
+        "AFINA_S3_CONSOLE_PORT": str(settings.s3_console_port + port_offset),
+        "AFINA_PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+    }

@@ -6,9 +6,12 @@ of the whole set, so memory does not grow with the evaluation data.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 from pydantic import BaseModel
 
@@ -112,3 +115,66 @@ def _batches(items: Iterator[list[int]], size: int) -> Iterator[list[list[int]]]
             batch = []
     if batch:
         yield batch
+
+
+class VersionScores(BaseModel):
+    """One model's scores: the snapshot's eval split, the frozen regression set, the optional Q&A."""
+
+
+    eval: LanguageScores
+    regression: LanguageScores
+    qa: QAScores | None = None
+
+
+def load_model(base: str, adapter: Path | None = None):
+    """The base causal LM (safetensors only), with a LoRA adapter on top when given."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return PeftModel.from_pretrained(model, adapter) if adapter is not None else model
+
+
+def score_version(model, tokenizer, eval_texts: list[str], regression: list[str],
+                  qa: list[tuple[str, str]], sequence_length: int) -> VersionScores:
+    return VersionScores(
+        eval=language_scores(model, tokenizer, eval_texts, sequence_length),
+        regression=language_scores(model, tokenizer, regression, sequence_length),
+        qa=qa_scores(model, tokenizer, qa) if qa else None,
+    )
+
+
+def texts_of_parts(paths: Iterable[Path], tokenizer) -> list[str]:
+    """The texts of dataset parts: text chunks as they are, chat examples in the chat template."""
+    texts = []
+    for path in paths:
+        for row in pq.read_table(path, columns=["kind", "text", "messages"]).to_pylist():
+            if row["kind"] == "chat":
+                texts.append(tokenizer.apply_chat_template(json.loads(row["messages"]), tokenize=False))
+            else:
+                texts.append(row["text"])
+    return texts
+
+
+def read_texts(path: Path) -> list[str]:
+    """A text file of one text per paragraph (blank-line separated), or JSONL of {"text": ...}."""
+    content = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [str(json.loads(line)["text"]) for line in content.splitlines() if line.strip()]
+    return [block.strip() for block in content.split("\n\n") if block.strip()]
+
+
+def read_qa(path: Path) -> list[tuple[str, str]]:
+    """A Q&A file: JSON lines of {"prompt": ..., "expected": ...}."""
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                pairs.append((str(row["prompt"]), str(row["expected"])))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}, line {number}: expected {{\"prompt\": ..., \"expected\": ...}} ({exc})") from exc
+    return pairs

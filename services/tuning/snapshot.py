@@ -2,10 +2,14 @@
 
     datasets/snapshots/<id>/manifest.json
 
+    datasets/snapshots/latest.json          {"id": ...} of the newest snapshot
+
 The current state of each document is the newest entry under its source key; a tombstone
-means it is gone. The split is decided by the source key alone, so a document keeps its
-side in every snapshot: what was once evaluated on is never trained on. The id is a hash
-of the parts in it, so "nothing changed" is "the same id".
+means it is gone. The split is decided by the source key, so a document keeps its side in
+every snapshot, and a document that was in eval stays there: what was once evaluated on is
+never trained on. When no document falls in eval by its key, the one nearest to it does,
+so that every snapshot can be evaluated. The id is a hash of the parts and their sides, so
+"nothing changed" is "the same id".
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from minio import Minio
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,30 +55,48 @@ class Snapshot(BaseModel):
     tokenizers: list[str]
 
 
-def split_of(source_key: str, eval_percent: int) -> str:
-    return "eval" if int(source_key[:8], 16) % 100 < eval_percent else "train"
+def _bucket(source_key: str) -> int:
+    return int(source_key[:8], 16) % 100
 
 
-def current_parts(client: Minio, eval_percent: int) -> list[SnapshotPart]:
-    """The newest entry of every document, tombstones dropped."""
+def assign_splits(source_keys: list[str], eval_percent: int, sticky_eval: set[str]) -> dict[str, str]:
+    """Each document's side: eval by its key's bucket or because it was in eval before."""
+    sides = {k: "eval" if _bucket(k) < eval_percent or k in sticky_eval else "train" for k in source_keys}
+    if len(sides) > 1 and "eval" not in sides.values():
+        sides[min(sides, key=_bucket)] = "eval"
+    return sides
+
+
+def current_parts(client: Minio, eval_percent: int, sticky_eval: set[str] = frozenset()) -> list[SnapshotPart]:
+    """The newest entry of every document, tombstones dropped, each with its side."""
     newest: dict[str, StoredPart] = {}
     for stored in list_parts(client):  # S3 lists keys in order, and a source's keys start with event time
         newest[stored.source_key] = stored
+    live = {k: p for k, p in sorted(newest.items()) if not p.tombstone}  # a tombstone: the document is gone
+    sides = assign_splits(list(live), eval_percent, sticky_eval)
     return [
         SnapshotPart(key=p.key, source_key=source_key, sha256=p.key.rsplit("-", 1)[1].removesuffix(".parquet"),
                      tokens=p.info.tokens, chunks=p.info.chunks, language=p.info.language,
-                     tokenizer=p.info.tokenizer, split=split_of(source_key, eval_percent))
-        for source_key, p in sorted(newest.items())
-        if not p.tombstone  # a tombstone: the document is gone
+                     tokenizer=p.info.tokenizer, split=sides[source_key])
+        for source_key, p in live.items()
     ]
+
+
+def latest(client: Minio) -> Snapshot | None:
+    data = read_object(client, Bucket.DATASETS, f"{PREFIX}/latest.json")
+    return None if data is None else load(client, json.loads(data)["id"])
 
 
 def freeze(client: Minio, eval_percent: int = 10) -> Snapshot:
     """Write the manifest of the current parts (once per distinct content) and return it."""
-    found = current_parts(client, eval_percent)
-    snapshot_id = hashlib.sha256("\n".join(p.key for p in found).encode() + f"|{eval_percent}".encode()).hexdigest()[:16]
+    before = latest(client)
+    sticky = {p.source_key for p in before.parts if p.split == "eval"} if before else set()
+    found = current_parts(client, eval_percent, sticky)
+    content = "\n".join(f"{p.key} {p.split}" for p in found) + f"|{eval_percent}"
+    snapshot_id = hashlib.sha256(content.encode()).hexdigest()[:16]
     existing = load(client, snapshot_id)
     if existing is not None:
+        _put_json(client, f"{PREFIX}/latest.json", {"id": snapshot_id})
         return existing
     snapshot = Snapshot(
         id=snapshot_id, created_at=datetime.now(UTC), eval_percent=eval_percent, parts=found,
@@ -83,7 +106,38 @@ def freeze(client: Minio, eval_percent: int = 10) -> Snapshot:
     )
     data = snapshot.model_dump_json(indent=1).encode()
     client.put_object(Bucket.DATASETS, f"{PREFIX}/{snapshot_id}/manifest.json", io.BytesIO(data), len(data))
+    _put_json(client, f"{PREFIX}/latest.json", {"id": snapshot_id})
     return snapshot
+
+
+def regression_set(client: Minio, snapshot: Snapshot) -> Snapshot:
+    """The frozen regression set: the eval documents of the first snapshot tuned on, kept as they
+    were then (parts are immutable), so every later candidate is checked for forgetting them."""
+    key = f"{PREFIX}/regression.json"
+    data = read_object(client, Bucket.DATASETS, key)
+    if data is not None:
+        return Snapshot.model_validate_json(data)
+    frozen = snapshot.model_copy(update={"parts": [p for p in snapshot.parts if p.split == "eval"], "train_tokens": 0})
+    _put_json(client, key, json.loads(frozen.model_dump_json()))
+    return frozen
+
+
+def _put_json(client: Minio, key: str, value: dict) -> None:
+    data = json.dumps(value).encode()
+    client.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data))
+
+
+def download(client: Minio, snapshot: Snapshot, split: str, folder: Path) -> list[Path]:
+    """The split's parts as local Parquet files (parts are immutable: a file already there is reused)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for part in snapshot.parts:
+        if part.split == split:
+            path = folder / f"{part.source_key}-{part.sha256}.parquet"
+            if not path.exists():
+                client.fget_object(Bucket.DATASETS, part.key, str(path))
+            paths.append(path)
+    return paths
 
 
 def load(client: Minio, snapshot_id: str) -> Snapshot | None:
@@ -92,7 +146,8 @@ def load(client: Minio, snapshot_id: str) -> Snapshot | None:
 
 
 def list_ids(client: Minio) -> list[str]:
-    return sorted({o.object_name.split("/")[1] for o in client.list_objects(Bucket.DATASETS, prefix=f"{PREFIX}/")})
+    found = client.list_objects(Bucket.DATASETS, prefix=f"{PREFIX}/")
+    return sorted({o.object_name.split("/")[1] for o in found if o.is_dir})
 
 
 def summary(snapshot: Snapshot) -> dict:

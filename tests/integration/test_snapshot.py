@@ -14,21 +14,14 @@ from services.contracts import Bucket
 from services.normalizer import parts
 from services.storage import minio_client
 from services.tuning import snapshot
-from tests.integration.harness import AFINA
+from tests.integration.harness import AFINA, put_text_part
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def write_part(client, source_id: str, when: datetime, sha: str, tokens: int) -> str:
-    rows = [{"source_id": source_id, "sha256": sha, "chunk_index": 0, "kind": "text", "text": "hola " * tokens,
-             "messages": None, "token_ids": list(range(tokens)), "n_tokens": tokens, "language": "es",
-             "media_type": "text/plain", "tokenizer": "v0:test", "discovered_at": when, "normalized_at": when}]
-    data = parts.to_parquet(rows)
-    key = parts.part_key(source_id, when, sha)
-    info = parts.PartInfo(1, tokens, "es", "v0:test")
-    client.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data), metadata=info.as_metadata())
-    return key
+    return put_text_part(client, source_id, when, ["hola " * tokens], [list(range(tokens))], "v0:test", sha=sha)
 
 
 def test_freeze_takes_newest_versions_drops_tombstones_and_keeps_splits(local_stack):

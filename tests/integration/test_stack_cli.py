@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from services import stack
 from tests.integration.harness import AFINA
 
 pytestmark = pytest.mark.integration
@@ -20,18 +21,7 @@ def afina(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def other_stack_env(tmp_path, local_stack):
-    # Reuse the built tools (the second `up` on a machine must not rebuild), but nothing else.
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "tools").symlink_to((local_stack.state_dir / "tools").resolve())
-    env = {
-        "AFINA_STATE_DIR": str(state),
-        "AFINA_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
-        "AFINA_KAFKA_CONTROLLER_PORT": "19093",
-        "AFINA_S3_ENDPOINT": "127.0.0.1:19000",
-        "AFINA_S3_CONSOLE_PORT": "19001",
-        "AFINA_PREFECT_API_URL": "http://127.0.0.1:14200/api",
-    }
+    env = stack.sibling_env(local_stack, tmp_path / "state", port_offset=10000)
     yield env
     afina(env, "stack", "down")
 

@@ -1,0 +1,44 @@
+"""Running the training recipe in its own process, so a crash or an OOM kill cannot take the
+flow runner down. A run killed from outside is `Interrupted` (worth retrying: the next run
+resumes from the checkpoint); a run that fails by itself is `TrainingFailed` (not retried)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from services.lifecycle import Interrupted
+from services.tuning.train import TrainConfig
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+def run_training(config: TrainConfig) -> dict:
+    """Train in a child process; returns the recipe's result.json. Its log is train.log beside it."""
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    config_path = output / "config.json"
+    config_path.write_text(config.model_dump_json(indent=2))
+    log_path = output / "train.log"
+    with log_path.open("ab") as log:
+        child = subprocess.Popen([sys.executable, "-m", "services.tuning.train", str(config_path)],
+                                 stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        (output / "train.pid").write_text(str(child.pid))
+        code = child.wait()
+    (output / "train.pid").unlink(missing_ok=True)
+    if code < 0:
+        raise Interrupted(f"training was killed by signal {-code}; a new run resumes from its checkpoint")
+    if code != 0:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise TrainingFailed(f"training exited with status {code}; the end of {log_path}:\n{tail}")
+    return json.loads((output / "result.json").read_text())
+
+
+def read_losses(output: Path) -> list[dict]:
+    path = output / "loss.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
