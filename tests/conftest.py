@@ -12,11 +12,9 @@ import pytest
 
 from services import stack
 from services.contracts import Settings
-from services.stack.prefect import client_env
+from services.stack.prefect import use_server
 
-# Prefect reads its settings when first imported: point it at the stack's server first.
-for _key, _value in client_env(Settings()).items():
-    os.environ.setdefault(_key, _value)
+use_server(Settings())  # before anything imports Prefect
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from typing import Literal
 
 from services.contracts import Settings
 from services.stack import kafka, minio, prefect
-from services.stack.process import ManagedProcess, StackError
+from services.stack.process import ManagedProcess, StackError, free_port
 
 __all__ = ["StackError", "PartStatus", "up", "down", "status", "init", "sibling_env"]
 
@@ -143,4 +143,9 @@ def sibling_env(settings: Settings, state_dir: Path, port_offset: int) -> dict[s
         "AFINA_S3_CONSOLE_PORT": str(settings.s3_console_port + port_offset),
         "AFINA_PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        # the services' ports: free ones now, as the usual ones may be taken by the first stack's services
+        "AFINA_INFERENCE_ADDRESS": f"127.0.0.1:{free_port()}",
+        "AFINA_CONNECTOR_METRICS_PORT": str(free_port()),
+        "AFINA_NORMALIZER_METRICS_PORT": str(free_port()),
+        "AFINA_INFERENCE_METRICS_PORT": str(free_port()),
     }

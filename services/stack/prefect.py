@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,13 @@ from services.stack.process import ManagedProcess
 def client_env(settings: Settings) -> dict[str, str]:
     """Environment for Prefect clients (flows, workers) that talk to this server, offline."""
     return {"PREFECT_API_URL": settings.prefect_api_url, "DO_NOT_TRACK": "1"}
+
+
+def use_server(settings: Settings) -> None:
+    """Point this process's Prefect client at afina's server; call it before importing Prefect
+    (which reads its settings once). A PREFECT_* variable already set wins."""
+    for key, value in client_env(settings).items():
+        os.environ.setdefault(key, value)
 
 
 def process(settings: Settings) -> ManagedProcess:

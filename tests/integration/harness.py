@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from services.contracts import EVENT_TOPICS, Event, Settings, Topic
+from services.stack.process import free_port  # noqa: F401 - the tests' import of it
 
 AFINA = str(Path(sys.executable).with_name("afina"))
 
@@ -54,12 +54,6 @@ class EventLog:
         self._stop.set()
         self._thread.join(5)
         self._consumer.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

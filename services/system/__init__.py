@@ -1,0 +1,126 @@
+"""The whole of afina on one machine: `afina up | down | status`.
+
+`up` starts the local stack (Kafka, MinIO, Prefect), makes sure the registry has a champion
+(building afina-tiny the first time), then starts the supervisor, which runs the connector,
+two normalizer replicas, the inference service and the served tuning deployment, restarting
+any that crashes. Run again, it reuses what runs. `down` stops the services, then the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from services import stack
+from services.contracts import Settings
+from services.stack.process import ManagedProcess, StackError
+from services.system import supervisor
+
+__all__ = ["ServiceStatus", "StackError", "up", "down", "status"]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    state: str  # running, unhealthy, restarting, stopped
+    pid: int | None
+    restarts: int
+    address: str
+    log: str
+
+
+def _inference_port(settings: Settings) -> int:
+    return int(settings.inference_address.rsplit(":", 1)[1])
+
+
+def _addresses(settings: Settings) -> dict[str, str]:
+    def metrics(port: int) -> str:
+        return f"metrics http://127.0.0.1:{port}/metrics" if port else ""
+
+    found = {"connector": f"inbox {settings.inbox_dir}  {metrics(settings.connector_metrics_port)}",
+             "inference": f"grpc {settings.inference_address}  {metrics(settings.inference_metrics_port)}",
+             "tuning-flow": f"deployment afina-tuning/scheduled, cron '{settings.tuning_schedule}'"}
+    for spec in supervisor.services(settings):
+        if spec.name.startswith("normalizer"):
+            found[spec.name] = metrics(int(spec.env["AFINA_NORMALIZER_METRICS_PORT"]))
+    return found
+
+
+def _healthy(settings: Settings, name: str) -> bool:
+    """The service's own health: gRPC health for inference, the metrics endpoint for the others."""
+    try:
+        if name == "inference":
+            import grpc
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+            with grpc.insecure_channel(settings.inference_address) as channel:
+                answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            return answer.status == health_pb2.HealthCheckResponse.SERVING
+        port = {"connector": settings.connector_metrics_port}.get(name)
+        if name.startswith("normalizer"):
+            spec = next(s for s in supervisor.services(settings) if s.name == name)
+            port = int(spec.env["AFINA_NORMALIZER_METRICS_PORT"])
+        return not port or httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
+    except Exception:  # any failed probe means "not healthy (yet)"
+        return False
+
+
+def _supervisor(settings: Settings) -> ManagedProcess:
+    ports = [p for p in (settings.connector_metrics_port, settings.inference_metrics_port) if p]
+    ports += [int(s.env["AFINA_NORMALIZER_METRICS_PORT"]) for s in supervisor.services(settings)
+              if s.name.startswith("normalizer") and s.env["AFINA_NORMALIZER_METRICS_PORT"] != "0"]
+    return ManagedProcess(
+        name="supervisor", state_dir=settings.state_dir, port=_inference_port(settings),
+        health=lambda: all(s.state == "running" for s in status(settings)), extra_ports=tuple(ports),
+    )
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    try:
+        known = json.loads(supervisor.status_file(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        known = {}
+    addresses = _addresses(settings)
+    found = []
+    for spec in supervisor.services(settings):
+        child = known.get(spec.name, {})
+        pid = child.get("pid")
+        if not child:
+            state = "stopped"
+        elif pid is None:
+            state = "restarting"
+        else:
+            state = "running" if _healthy(settings, spec.name) else "unhealthy"
+        found.append(ServiceStatus(spec.name, state, pid, child.get("restarts", 0), addresses.get(spec.name, ""),
+                                   str(supervisor.log_file(settings, spec.name))))
+    return found
+
+
+def up(settings: Settings, echo: Callable[[str], None] = print, timeout_s: float = 300) -> list[ServiceStatus]:
+    from services.tuning.base import init_base
+
+    stack.up(settings, echo=echo)
+    init_base(settings, echo=echo)
+    process = _supervisor(settings)
+    if process.pid() is None:
+        process.check_ports_free()
+        echo("starting the services (connector, normalizer x2, inference, tuning deployment) ...")
+        process.start([str(Path(sys.executable).with_name("afina")), "supervise"])
+    try:
+        process.wait_healthy(timeout_s)
+    except StackError:
+        sick = [s for s in status(settings) if s.state != "running"]
+        raise StackError("these services did not become healthy: " + "; ".join(
+            f"{s.name} ({s.state}, log {s.log})" for s in sick)) from None
+    return status(settings)
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop the services, then the stack's servers that `up` started."""
+    stopped = ["services"] if _supervisor(settings).stop(timeout_s=45) else []
+    return stopped + stack.down(settings)

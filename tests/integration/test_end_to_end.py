@@ -1,0 +1,113 @@
+"""The main job end to end, on a system of its own (`afina up` on other ports), checking every hop:
+drop → discovered → normalized part → snapshot → trained → gated → promoted → served over gRPC,
+then a second round with more documents, served without restarting anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from services import registry, stack, system
+from services.connector.inbox import source_id
+from services.contracts import DocumentDiscovered, DocumentNormalized, ModelPromoted, Settings, Topic
+from services.demo import SAMPLES, ask, wait_normalized
+from services.storage import minio_client
+from services.tuning import snapshot
+from tests.integration.harness import AFINA, EventLog
+
+pytestmark = pytest.mark.integration
+
+# A smaller demo: one document of each format, in both languages.
+FIRST_ROUND = ["manual_empleado_es.pdf", "expenses_policy_en.docx", "product_faq_en.html", "teletrabajo_es.md",
+               "boletin_club_cierzo_otono_es.txt", "customer_care_chats_en.jsonl", "returns_en.html",
+               "politica_devoluciones_es.docx"]
+
+
+@pytest.fixture(scope="module")
+def afina_system(local_stack, tmp_path_factory):
+    env = {**os.environ, **stack.sibling_env(local_stack, tmp_path_factory.mktemp("e2e"), port_offset=40000),
+           "AFINA_TUNING_STEPS": "40"}
+    settings = Settings(**{k.removeprefix("AFINA_").lower(): v for k, v in env.items()
+                           if k.startswith("AFINA_") and k.removeprefix("AFINA_").lower() in Settings.model_fields})
+    up = subprocess.run([AFINA, "up"], env=env, capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield env, settings
+    finally:
+        down = subprocess.run([AFINA, "down"], env=env, capture_output=True, text=True, timeout=180)
+        assert down.returncode == 0 and "services" in down.stdout, down.stdout + down.stderr
+
+
+def one_round(env: dict, settings: Settings, files: list[Path], expected_version: int) -> None:
+    events = EventLog(settings, [Topic.DOCUMENTS_DISCOVERED, Topic.DOCUMENTS_NORMALIZED, Topic.MODELS_PROMOTED])
+    try:
+        dropped = subprocess.run([AFINA, "drop", *map(str, files)], env=env, capture_output=True, text=True)
+        assert dropped.returncode == 0, dropped.stderr
+        ids = {source_id(settings.inbox_name, f.name) for f in files}
+        # drop → discovered → normalized (a part per document)
+        events.wait_for(lambda: {e.source_id for e in events.events if isinstance(e, DocumentNormalized)} >= ids,
+                        timeout_s=300, what="every document normalized")
+        assert {e.source_id for e in events.events if isinstance(e, DocumentDiscovered)} >= ids
+        assert wait_normalized(settings, files, echo=lambda line: None, timeout_s=30) == len(files)
+
+        # snapshot → trained → gated → promoted
+        tuned = subprocess.run([AFINA, "tune"], env=env, capture_output=True, text=True, timeout=900)
+        assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+        assert tuned.stdout.startswith("promoted"), tuned.stdout
+        events.wait_for(lambda: any(isinstance(e, ModelPromoted) for e in events.events), timeout_s=30,
+                        what="ModelPromoted")
+    finally:
+        events.close()
+    s3 = minio_client(settings)
+    assert registry.alias_version(s3) == expected_version
+    card = registry.read_card(s3, expected_version)
+    frozen = snapshot.load(s3, card["snapshot_id"])
+    normalized = {e.source_id: e for e in events.events if isinstance(e, DocumentNormalized)}
+    assert {normalized[i].part_key for i in ids} <= {p.key for p in frozen.parts}  # this round's parts are in it
+    assert card["training"]["steps"] == 40 and card["gate"]["promote"] is True
+    promoted = next(e for e in events.events if isinstance(e, ModelPromoted))
+    assert promoted.version == expected_version and promoted.snapshot_id == frozen.id
+
+    # served over gRPC: the inference service swapped to the new version by itself
+    answer = ask(settings, "¿Cuántos días tiene un cliente para devolver un producto?", expected_version, timeout_s=90)
+    assert answer.model_version == expected_version and answer.usage.completion_tokens > 0
+
+
+def test_drop_to_served_model_twice_without_restarting_anything(afina_system):
+    env, settings = afina_system
+    services_before = {s.name: s.pid for s in system.status(settings)}
+    assert all(services_before.values())
+
+    one_round(env, settings, [SAMPLES / "inbox" / name for name in FIRST_ROUND], expected_version=1)
+    one_round(env, settings, sorted((SAMPLES / "more").iterdir()), expected_version=2)
+
+    after = system.status(settings)
+    assert {s.name: s.pid for s in after} == services_before  # nothing restarted
+    assert all(s.state == "running" and s.restarts == 0 for s in after), after
+    shown = subprocess.run([AFINA, "status"], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.count(" running ") == 3 + len(after), shown.stdout
+    lineage = json.loads(subprocess.run([AFINA, "models", "show", "2"], env=env, capture_output=True,
+                                        text=True).stdout)
+    assert lineage["parent_version"] == 1 and lineage["continued_from"] == 1
+
+
+def test_a_crashed_service_is_restarted(afina_system):
+    env, settings = afina_system
+    before = next(s for s in system.status(settings) if s.name == "connector")
+    os.kill(before.pid, 9)
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        now = next(s for s in system.status(settings) if s.name == "connector")
+        if now.pid not in (None, before.pid) and now.state == "running":
+            break
+        assert time.monotonic() < deadline, f"the connector was not restarted: {now}"
+        time.sleep(0.5)
+    assert now.restarts == before.restarts + 1
+    log = Path(now.log).read_text()
+    assert "exited with status -9; restarting" in log
