@@ -207,5 +207,11 @@ def drop(
         typer.echo(f"{file} -> {where}")
 
 
+from services.inference import commands as inference_commands  # noqa: E402
+
+app.command("serve")(inference_commands.serve)
+app.command("generate")(inference_commands.generate)
+
+
 if __name__ == "__main__":
     app()

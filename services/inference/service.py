@@ -1,0 +1,364 @@
+"""The inference service: afina.v1.InferenceService over gRPC (grpc.aio), with grpc.health.v1 and
+server reflection beside it.
+
+A thin adapter: requests are checked (params.py), held on a model version (models.py), queued and
+generated in batches (engine.py, generation.py); this module maps that onto gRPC calls and status
+codes, follows the champion (ModelPromoted from Kafka, and the alias every so often in case an
+event was missed), checks the optional bearer token, and drains calls on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import grpc
+from faststream.kafka import KafkaMessage
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from services import registry
+from services.contracts import InvalidEvent, ModelPromoted, Settings, Topic, parse_event
+from services.inference import metrics, stubs
+from services.inference.batching import QueueFull
+from services.inference.generation import Finish, Job, Result
+from services.inference.models import Lease, Models, OtherBase, Registry, Unavailable, UnknownVersion
+from services.inference.params import InvalidArgument, Limits, check_prompt_length, parse
+from services.lifecycle import retry_forever, run_until_stopped
+from services.messaging import kafka_broker
+from services.storage import minio_client
+
+log = logging.getLogger("afina.inference")
+pb, pb_grpc = stubs.load()
+
+SERVICE = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
+MAX_REQUEST_BYTES = 1 << 20  # a prompt of AFINA_INFERENCE_MAX_PROMPT_TOKENS fits many times over
+MAX_RESPONSE_BYTES = 4 << 20
+DRAIN_S = 30.0  # how long calls in flight may take to finish after SIGTERM
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+STATUS: dict[type[BaseException], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    UnknownVersion: grpc.StatusCode.NOT_FOUND,
+    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    OtherBase: grpc.StatusCode.FAILED_PRECONDITION,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+class CallSink:
+    """Where the generation thread leaves a call's text deltas and result, for the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream: bool) -> None:
+        self._loop = loop
+        self.result: asyncio.Future[Result] = loop.create_future()
+        self._deltas: asyncio.Queue[str | None] | None = asyncio.Queue() if stream else None
+
+    def delta(self, text: str) -> None:
+        if self._deltas is not None:
+            self._soon(self._deltas.put_nowait, text)
+
+    def done(self, result: Result) -> None:
+        self._soon(self._settle, result, None)
+
+    def failed(self, error: BaseException) -> None:
+        self._soon(self._settle, None, error)
+
+    def _soon(self, *call) -> None:
+        try:
+            self._loop.call_soon_threadsafe(*call)
+        except RuntimeError:  # the loop is closed: the server stopped, nobody is waiting
+            pass
+
+    def _settle(self, result: Result | None, error: BaseException | None) -> None:
+        if not self.result.done():
+            self.result.set_exception(error) if error else self.result.set_result(result)
+        if self._deltas is not None:
+            self._deltas.put_nowait(None)
+
+    async def deltas(self) -> AsyncIterator[str]:
+        while (text := await self._deltas.get()) is not None:
+            yield text
+
+
+@dataclass
+class Call:
+    job: Job
+    sink: CallSink
+    lease: Lease
+
+    @property
+    def version(self) -> int:
+        return self.lease.version
+
+    async def result(self) -> Result:
+        result = await self.sink.result
+        if result.finish is Finish.CANCELLED:
+            raise DeadlineExceeded("the call's deadline passed during generation")
+        return result
+
+
+class Servicer(pb_grpc.InferenceServiceServicer):
+    def __init__(self, settings: Settings, models: Models) -> None:
+        self.models = models
+        self.limits = Limits(settings.inference_max_new_tokens, settings.inference_max_prompt_tokens)
+
+    async def Generate(self, request, context):
+        async with self._answering("Generate", context), self._call(request, context, stream=False) as call:
+            result = await call.result()
+            return pb.GenerateResponse(text=result.text, finish_reason=int(result.finish), usage=_usage(result),
+                                       model_version=call.version, timings=_timings(call.job, result))
+
+    async def GenerateStream(self, request, context):
+        async with self._answering("GenerateStream", context), self._call(request, context, stream=True) as call:
+            async for delta in call.sink.deltas():
+                yield pb.GenerateStreamResponse(delta=delta, model_version=call.version)
+            result = await call.result()
+            yield pb.GenerateStreamResponse(model_version=call.version, finish_reason=int(result.finish),
+                                            usage=_usage(result), timings=_timings(call.job, result))
+
+    async def ListModels(self, request, context):
+        async with self._answering("ListModels", context):
+            cards = await asyncio.to_thread(self.models.registry.cards)
+            return pb.ListModelsResponse(models=[self._model(card) for card in cards])
+
+    async def GetModel(self, request, context):
+        async with self._answering("GetModel", context):
+            version = request.version if request.HasField("version") else self.models.champion
+            if version is None:
+                raise Unavailable("no model is loaded yet; the server is still starting")
+            card = await asyncio.to_thread(self.models.registry.card, version)
+            if card is None:
+                raise UnknownVersion(f"there is no model version {version} in the registry")
+            return self._model(card)
+
+    def _model(self, card: dict) -> pb.Model:
+        version = int(card["version"])
+        return pb.Model(
+            version=version, kind=str(card.get("kind", "")), base_model=str(card.get("base_model", "")),
+            base_version=int(card.get("base_version", version)), champion=version == self.models.champion,
+            loaded=version in self.models.loaded(), snapshot_id=str(card.get("snapshot_id", "")),
+            metrics={k: float(v) for k, v in (card.get("metrics") or {}).items()
+                     if isinstance(v, int | float) and not isinstance(v, bool)},
+        )
+
+    @asynccontextmanager
+    async def _call(self, request, context, stream: bool) -> AsyncIterator[Call]:
+        """A generation call from its checks to its end: held on its version, queued, and on the
+        way out (answered, failed, cancelled) its generation stopped and its version released."""
+        arrived = time.monotonic()
+        params = parse(request, self.limits)
+        lease = await self.models.acquire(params.version)
+        call = None
+        try:
+            prompt = lease.engine.encode(params)
+            check_prompt_length(len(prompt), self.limits, lease.engine.vocab.context)
+            remaining = context.time_remaining()
+            sink = CallSink(asyncio.get_running_loop(), stream)
+            job = Job(prompt, params.max_new_tokens, params.sampling, sink, params.stop, params.ignore_eos,
+                      deadline=arrived + remaining if remaining is not None else None, arrived=arrived)
+            lease.engine.submit(job, lease.version)
+            call = Call(job, sink, lease)
+            yield call
+        finally:
+            if call is not None:
+                call.job.cancelled.set()  # a no-op once it is done; stops it when the caller went away
+                if call.sink.result.done() and not call.sink.result.cancelled():
+                    call.sink.result.exception()  # retrieved: no warning for a result nobody read
+            self.models.release(lease)
+
+    @asynccontextmanager
+    async def _answering(self, method: str, context) -> AsyncIterator[None]:
+        """Status codes for what went wrong, and the call metrics."""
+        started, code = time.perf_counter(), grpc.StatusCode.OK
+        try:
+            yield
+        except tuple(STATUS) as exc:
+            code = next(c for kind, c in STATUS.items() if isinstance(exc, kind))
+            await context.abort(code, str(exc))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code = grpc.StatusCode.INTERNAL
+            log.exception("call failed", extra={"method": method})
+            await context.abort(code, f"generation failed: {exc!r}")
+        finally:
+            metrics.CALLS.labels(method, code.name).inc()
+            metrics.CALL_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+
+def _usage(result: Result):
+    return pb.Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+
+
+def _timings(job: Job, result: Result):
+    first = (result.first_token_at - job.arrived) if result.first_token_at is not None else 0.0
+    if result.first_token_at is not None:
+        metrics.FIRST_TOKEN_SECONDS.observe(first)
+    return pb.Timings(queued_ms=(result.started - job.arrived) * 1000, first_token_ms=first * 1000,
+                      generation_ms=(result.finished_at - result.started) * 1000,
+                      total_ms=(time.monotonic() - job.arrived) * 1000)
+
+
+class BearerToken(grpc.aio.ServerInterceptor):
+    """Every call but health checks needs the metadata ``authorization: Bearer <token>``."""
+
+    OPEN = ("/grpc.health.v1.Health/",)
+
+    def __init__(self, token: str) -> None:
+        self.expected = f"Bearer {token}".encode()
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(self.OPEN) or self._allowed(details.invocation_metadata):
+            return handler
+        metrics.CALLS.labels(details.method.rsplit("/", 1)[-1], grpc.StatusCode.UNAUTHENTICATED.name).inc()
+        return _refusing(handler)
+
+    def _allowed(self, metadata) -> bool:
+        sent = next((v for k, v in metadata or () if k == "authorization"), "")
+        return hmac.compare_digest(sent.encode() if isinstance(sent, str) else sent, self.expected)
+
+
+def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same kind that answers UNAUTHENTICATED."""
+    message = "a bearer token is required: send the metadata 'authorization: Bearer <token>'"
+
+    async def refuse(request_or_iterator, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def refuse_stream(request_or_iterator, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # an async generator, as streaming handlers are
+
+    kinds = {"unary_unary": grpc.unary_unary_rpc_method_handler, "stream_unary": grpc.stream_unary_rpc_method_handler,
+             "unary_stream": grpc.unary_stream_rpc_method_handler,
+             "stream_stream": grpc.stream_stream_rpc_method_handler}
+    for kind, make in kinds.items():
+        if getattr(handler, kind) is not None:
+            return make(refuse_stream if kind.endswith("_stream") else refuse,
+                        request_deserializer=handler.request_deserializer,
+                        response_serializer=handler.response_serializer)
+    return handler
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    cert, key = settings.inference_tls_cert, settings.inference_tls_key
+    if (cert is None) != (key is None):
+        raise ValueError("AFINA_INFERENCE_TLS_CERT and AFINA_INFERENCE_TLS_KEY go together: set both or neither")
+    if cert is None:
+        return None
+    return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+
+
+class InferenceService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        s3 = minio_client(settings)
+        cache = settings.state_dir / "cache" / "models"
+        self.models = Models(settings, Registry(
+            champion=lambda: registry.alias_version(s3), fetch=lambda version: registry.fetch(s3, version, cache),
+            card=lambda version: registry.read_card(s3, version), versions=lambda: registry.versions(s3)))
+        self.health = health.aio.HealthServicer()
+        self.broker = kafka_broker(settings, "afina-inference")
+        # every replica its own consumer group, from the earliest record: each sees every promotion
+        self.group = f"afina-inference-{socket.gethostname()}-{uuid4().hex[:8]}"
+        self.broker.subscriber(Topic.MODELS_PROMOTED, group_id=self.group, auto_offset_reset="earliest")(
+            self.on_promoted)
+        self._promoted: asyncio.Event | None = None
+        self.started_at = datetime.now(UTC)
+
+    def build_server(self) -> tuple[grpc.aio.Server, int]:
+        token = self.settings.inference_token
+        server = grpc.aio.server(
+            interceptors=[BearerToken(token)] if token else [],
+            options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                     ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+                     ("grpc.so_reuseport", 0)],  # a second server on the same port fails instead of sharing it
+        )
+        pb_grpc.add_InferenceServiceServicer_to_server(Servicer(self.settings, self.models), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection([SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        credentials = server_credentials(self.settings)
+        address = self.settings.inference_address
+        port = (server.add_secure_port(address, credentials) if credentials
+                else server.add_insecure_port(address))
+        return server, port
+
+    async def on_promoted(self, msg: KafkaMessage) -> None:
+        # A trigger only: the alias is the truth (a late or repeated event cannot move us back).
+        # Every replica reads every record, so an invalid one is logged here, not dead-lettered.
+        try:
+            event = parse_event(ModelPromoted, msg.body)
+        except InvalidEvent as exc:
+            log.warning("ignored an invalid record on the promotions topic", extra={"error": str(exc)})
+            return
+        replayed = event.occurred_at < self.started_at  # (the group starts from the earliest record)
+        log.log(logging.DEBUG if replayed else logging.INFO, "promotion announced", extra={"version": event.version})
+        self._promoted.set()
+
+    async def _serve_champion(self) -> None:
+        await retry_forever(self.models.follow_champion, "loading the champion", log)
+        for name in ("", SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("inference serving", extra={"version": self.models.champion})
+        while True:
+            try:
+                await asyncio.wait_for(self._promoted.wait(), self.settings.inference_alias_check_s)
+            except TimeoutError:
+                pass
+            self._promoted.clear()
+            try:
+                await self.models.follow_champion()
+            except Exception as exc:  # noqa: BLE001 (keep serving the current one; try again later)
+                log.warning("could not switch to the champion; trying again later", extra={"error": repr(exc)})
+
+    async def _listen(self) -> None:
+        await retry_forever(self.broker.start, "connecting to Kafka", log, cleanup=self.broker.stop)
+        log.info("listening for promotions", extra={"group": self.group})
+
+    async def run(self) -> None:
+        self._promoted = asyncio.Event()
+        if self.settings.inference_metrics_port:
+            start_http_server(self.settings.inference_metrics_port, addr="127.0.0.1")
+        for name in ("", SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        server, port = self.build_server()
+        await server.start()
+        log.info("inference listening", extra={"address": self.settings.inference_address, "port": port,
+                                                "tls": self.settings.inference_tls_cert is not None,
+                                                "auth": bool(self.settings.inference_token)})
+        tasks = [asyncio.create_task(self._serve_champion()), asyncio.create_task(self._listen())]
+        try:
+            await asyncio.Event().wait()  # until SIGTERM or SIGINT cancels this
+        finally:
+            log.info("draining calls in flight", extra={"grace_s": DRAIN_S})
+            await self.health.enter_graceful_shutdown()
+            await server.stop(DRAIN_S)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.broker.stop()
+            await self.models.close()
+
+
+def run(settings: Settings) -> None:
+    """Run the inference service until SIGTERM or SIGINT (calls in flight are drained first)."""
+    run_until_stopped(InferenceService(settings).run, "inference", log)
