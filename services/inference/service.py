@@ -190,8 +190,10 @@ class Servicer(pb_grpc.InferenceServiceServicer):
         except tuple(STATUS) as exc:
             code = next(c for kind, c in STATUS.items() if isinstance(exc, kind))
             await context.abort(code, str(exc))
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+        except (asyncio.CancelledError, GeneratorExit):  # the caller went away, or its deadline passed
+            remaining = context.time_remaining()
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else \
+                grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
