@@ -3,13 +3,15 @@
 A batch holds requests for one model version (the oldest waiting request's), in arrival order, at
 most ``max_batch``. It starts once it has as many requests as were recently in flight together
 (so a lone caller never waits), or once its oldest request has waited ``max_wait_s``, whichever
-comes first. The queue is bounded: a request beyond ``max_size`` is refused (QueueFull), not
-buffered without limit.
+comes first. While it runs, requests for its version may join it (``take``, from the generation
+thread) as long as none for another version waited longer. The queue is bounded: a request beyond
+``max_size`` is refused (QueueFull), not buffered without limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -63,17 +65,36 @@ class BatchQueue(Generic[T]):
         self.concurrency = Concurrency(clock=clock)
         self._waiting: deque[_Waiting[T]] = deque()
         self._changed = asyncio.Event()
+        self._lock = threading.Lock()  # take() runs on the generation thread
 
     def __len__(self) -> int:
         return len(self._waiting)
 
     def put(self, item: T, key: Hashable) -> None:
-        self._drop_dead()
-        if len(self._waiting) >= self.max_size:
-            raise QueueFull(f"{len(self._waiting)} requests are waiting already (AFINA_INFERENCE_MAX_QUEUE)")
-        self._waiting.append(_Waiting(item, key, self.clock()))
-        self.concurrency.observe(len(self._waiting) + self.running)
+        with self._lock:
+            self._drop_dead()
+            if len(self._waiting) >= self.max_size:
+                raise QueueFull(f"{len(self._waiting)} requests are waiting already (AFINA_INFERENCE_MAX_QUEUE)")
+            self._waiting.append(_Waiting(item, key, self.clock()))
+            self.concurrency.observe(len(self._waiting) + self.running)
         self._changed.set()
+
+    def take(self, key: Hashable, most: int) -> list[T]:
+        """Up to ``most`` waiting requests for ``key`` to join the running batch, at once (any
+        thread); none while the longest-waiting request is for another key."""
+        if most <= 0 or not self._waiting:
+            return []
+        with self._lock:
+            self._drop_dead()
+            if not self._waiting or self._waiting[0].key != key:
+                return []
+            members = [w for w in self._waiting if w.key == key][:most]
+            self._remove(members)
+        return [w.item for w in members]
+
+    def _remove(self, members: list[_Waiting[T]]) -> None:
+        taken = {id(w) for w in members}
+        self._waiting = deque(w for w in self._waiting if id(w) not in taken)
 
     def _drop_dead(self) -> None:
         if any(not self.alive(w.item) for w in self._waiting):
@@ -97,14 +118,19 @@ class BatchQueue(Generic[T]):
         return max(0.0, self._waiting[0].arrived + self.max_wait_s - self.clock())
 
     async def next_batch(self) -> tuple[Hashable, list[T]]:
-        """Wait for the next batch to start and take its requests out of the queue."""
-        while (ready := self._ready()) is None:
+        """Wait for the next batch to start and take its requests out of the queue (they count as
+        running until the caller sets ``running`` back)."""
+        while True:
+            with self._lock:
+                ready = self._ready()
+                if ready is not None:
+                    key, members = ready
+                    self._remove(members)
+                    self.running = len(members)
+                    return key, [w.item for w in members]
+                wait = self._wait_left()
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), self._wait_left())
+                await asyncio.wait_for(self._changed.wait(), wait)
             except TimeoutError:
                 pass
-        key, members = ready
-        taken = {id(w) for w in members}
-        self._waiting = deque(w for w in self._waiting if id(w) not in taken)
-        return key, [w.item for w in members]

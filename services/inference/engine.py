@@ -152,9 +152,8 @@ class Engine:
             version, jobs = await self.queue.next_batch()
             metrics.QUEUE_DEPTH.set(len(self.queue))
             metrics.BATCH_SIZE.observe(len(jobs))
-            self.queue.running = len(jobs)
             try:
-                await self._on_thread(self._generate, version, jobs)
+                await self._on_thread(self.generate, version, jobs)
             finally:
                 self.queue.running = 0
 
@@ -198,8 +197,21 @@ class Engine:
     def _remove_adapter(self, version: int) -> None:
         self.peft.delete_adapter(adapter_name(version))
 
-    def _generate(self, version: int, jobs: list[Job]) -> None:
+    def generate(self, version: int, jobs: list[Job]) -> None:
+        """Generate a batch of one version to its end, with the requests for it that arrive meanwhile
+        (the batcher calls this on the generation thread; a benchmark may call it directly)."""
         started = time.perf_counter()
+        everyone = list(jobs)
+
+        def admit(running: int) -> list[Job]:
+            joining = self.queue.take(version, self.queue.max_batch - running)
+            self.queue.running = running + len(joining)
+            if joining:
+                everyone.extend(joining)
+                metrics.BATCH_SIZE.observe(running + len(joining))
+                metrics.QUEUE_DEPTH.set(len(self.queue))
+            return joining
+
         try:
             if version == self.base_version:
                 adapters = self.peft.disable_adapter() if self.peft is not None else nullcontext()
@@ -207,10 +219,10 @@ class Engine:
                 self.peft.set_adapter(adapter_name(version))
                 adapters = nullcontext()
             with adapters:
-                tokens = run_batch(self.model, jobs, self.vocab)
+                tokens = run_batch(self.model, jobs, self.vocab, admit=admit)
         except Exception as exc:  # noqa: BLE001 (every caller of the batch gets the error)
-            log.exception("generation failed", extra={"version": version, "batch": len(jobs)})
-            for job in jobs:
+            log.exception("generation failed", extra={"version": version, "batch": len(everyone)})
+            for job in everyone:
                 job.sink.failed(exc)
             return
         metrics.TOKENS.inc(tokens)

@@ -1,9 +1,13 @@
 """Choosing each request's next token from the model's logits: greedy, or sampled with
 temperature, top-k and top-p (nucleus), from the request's own seeded random generator, so
-that a seeded request samples the same tokens whatever it is batched with."""
+that a seeded request samples the same tokens whatever it is batched with.
+
+Sampling is by the inverse of the cumulative distribution: one uniform number per request from
+its own generator, and one vectorized search for all requests of the batch."""
 
 from __future__ import annotations
 
+import random
 import secrets
 from dataclasses import dataclass
 
@@ -22,9 +26,8 @@ class SamplingParams:
         return self.temperature == 0
 
 
-def generator_for(params: SamplingParams) -> torch.Generator:
-    seed = params.seed if params.seed is not None else secrets.randbits(63)
-    return torch.Generator().manual_seed(seed % (1 << 63))
+def generator_for(params: SamplingParams) -> random.Random:
+    return random.Random(params.seed if params.seed is not None else secrets.randbits(64))
 
 
 def filtered_logits(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
@@ -49,13 +52,16 @@ def filtered_logits(logits: torch.Tensor, params: list[SamplingParams]) -> torch
     return torch.full_like(scaled, float("-inf")).scatter(-1, order, ordered)
 
 
-def choose(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
-    """The next token of each row (logits: [rows, vocab], float)."""
+def choose(logits: torch.Tensor, params: list[SamplingParams], generators: list[random.Random]) -> list[int]:
+    """The next token of each row (logits: [rows, vocab])."""
     chosen = logits.argmax(dim=-1).tolist()
-    if all(p.greedy for p in params):
+    sampled = [row for row, p in enumerate(params) if not p.greedy]
+    if not sampled:
         return chosen
-    probs = filtered_logits(logits.float(), params).softmax(dim=-1).cpu()
-    for row, (p, generator) in enumerate(zip(params, generators, strict=True)):
-        if not p.greedy:
-            chosen[row] = int(torch.multinomial(probs[row], 1, generator=generator))
+    rows = logits if len(sampled) == len(params) else logits[sampled]
+    cdf = filtered_logits(rows.float(), [params[r] for r in sampled]).softmax(dim=-1).cumsum(dim=-1)
+    uniform = torch.tensor([generators[r].random() for r in sampled], dtype=cdf.dtype, device=cdf.device)
+    picks = torch.searchsorted(cdf, (uniform[:, None] * cdf[:, -1:]).contiguous(), right=True)
+    for row, token in zip(sampled, picks.clamp(max=cdf.shape[-1] - 1).squeeze(-1).tolist(), strict=True):
+        chosen[row] = token
     return chosen

@@ -132,12 +132,15 @@ async def test_a_batch_waits_for_as_many_as_were_recently_in_flight_but_no_longe
     for item in "abc":  # three in flight together: the next batches expect three
         queue.put(item, key=0)
     assert await queue.next_batch() == (0, ["a", "b", "c"])
+    assert queue.running == 3
+    queue.running = 0  # that batch ended
     queue.put("d", key=0)
     asyncio.get_running_loop().call_later(0.05, queue.put, "e", 0)
     asyncio.get_running_loop().call_later(0.06, queue.put, "f", 0)
     started = time.monotonic()
     assert await queue.next_batch() == (0, ["d", "e", "f"])
     assert 0.04 < time.monotonic() - started < 0.19  # started when the third came, before the wait ran out
+    queue.running = 0
     queue.put("g", key=0)
     started = time.monotonic()
     assert await queue.next_batch() == (0, ["g"])
@@ -287,6 +290,40 @@ def test_a_batch_of_prompts_of_different_lengths_generates_what_each_would_alone
     assert [j.sink.result.text for j in jobs] == alone
     assert all(j.sink.result.finish is Finish.LENGTH and j.sink.result.completion_tokens == 8 for j in jobs)
     assert all("".join(j.sink.deltas) == j.sink.result.text for j in jobs)
+
+
+def test_requests_that_join_a_running_batch_generate_what_they_would_alone(small_model):
+    prompts = [[5, 6, 7, 8, 9, 10, 11, 12], [11], [12, 13, 14], [20, 21]]
+    alone = []
+    for prompt in prompts:
+        job = _job(prompt, max_new_tokens=10)
+        run_batch(small_model, [job], VOCAB)
+        alone.append(job.sink.result.text)
+    first, *later = [_job(p, max_new_tokens=10) for p in prompts]
+    arrivals = {2: [later[0]], 4: [later[1], later[2]]}  # after the 2nd and 4th steps
+    steps, sizes = [0], []
+
+    def admit(running: int) -> list[Job]:
+        steps[0] += 1
+        sizes.append(running)
+        return arrivals.get(steps[0], [])
+
+    assert run_batch(small_model, [first], VOCAB, admit=admit) == 40
+    assert [j.sink.result.text for j in [first, *later]] == alone
+    assert sizes[:6] == [1, 1, 2, 2, 4, 4]  # the newcomers ran alongside the first request
+    assert all(j.sink.result.completion_tokens == 10 for j in later)
+    assert later[0].sink.result.started < later[1].sink.result.started  # each from when it joined
+
+
+def test_a_running_batch_takes_in_waiting_requests_of_its_version_only_in_turn():
+    queue: BatchQueue[str] = BatchQueue(max_size=16, max_batch=4, max_wait_s=0)
+    for item, key in [("a", 1), ("b", 1), ("c", 2), ("d", 1)]:
+        queue.put(item, key)
+    assert queue.take(1, 1) == ["a"]
+    assert queue.take(2, 4) == []  # "b" (version 1) waited longer than "c"
+    assert queue.take(1, 4) == ["b", "d"]
+    assert queue.take(1, 4) == [] and queue.take(2, 0) == []
+    assert queue.take(2, 4) == ["c"] and len(queue) == 0
 
 
 def test_each_request_ends_for_its_own_reason_and_the_others_go_on(small_model):

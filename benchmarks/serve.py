@@ -1,0 +1,226 @@
+"""Benchmark of the inference service, a real `afina serve` process serving the champion of the local
+stack's registry, against the same generation called in this process:
+
+- latency of one request over gRPC `Generate` against the same generation called in-process on the
+  same model (the engine's decoding loop, on this thread), interleaved, as a ratio (goal: <= 5% slower);
+- our decoding loop against transformers' `model.generate` for the same greedy request, in-process;
+- throughput with 8 concurrent clients, the server batching (AFINA_INFERENCE_MAX_BATCH=8) against
+  not (=1), as a ratio (goal: >= 3x);
+- streaming time to first token (client side) and the server's own count.
+
+    .venv/bin/python benchmarks/serve.py [--requests 30] [--tokens 64] [--clients 8] [--seconds 10]
+
+Needs the local stack (`afina stack up`); makes the base model the champion if there is none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from services import registry, stack
+from services.contracts import Settings
+from services.inference import client
+from services.inference.engine import Engine
+from services.inference.generation import Job, Result
+from services.inference.sampling import SamplingParams
+from services.stack.process import free_port
+from services.storage import minio_client
+from services.tuning.base import init_base
+
+AFINA = str(Path(sys.executable).with_name("afina"))
+PROMPT = "La política de gastos de la empresa dice que"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+@contextmanager
+def server(settings: Settings, work: Path, max_batch: int):
+    port = free_port()
+    log = work / f"serve-batch{max_batch}.log"
+    env = {**os.environ, "AFINA_STATE_DIR": str(settings.state_dir), "AFINA_INFERENCE_ADDRESS": f"127.0.0.1:{port}",
+           "AFINA_INFERENCE_METRICS_PORT": "0", "AFINA_INFERENCE_MAX_BATCH": str(max_batch)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([AFINA, "serve"], env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 120
+        while '"inference serving"' not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"afina serve did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+class Keep:
+    """A sink that keeps the result (the in-process calls)."""
+
+    result: Result | None = None
+
+    def delta(self, text: str) -> None:
+        pass
+
+    def done(self, result: Result) -> None:
+        self.result = result
+
+    def failed(self, error: BaseException) -> None:
+        raise error
+
+
+def in_process_engine(settings: Settings, version: int) -> Engine:
+    import asyncio
+
+    local = registry.fetch(minio_client(settings), version, settings.state_dir / "cache" / "models")
+    engine = Engine(local.base, local.base_version, capacity=1, max_queue=1, max_batch=1, batch_wait_s=0,
+                    threads=settings.inference_torch_threads)
+
+    async def load() -> None:
+        await engine.start()
+        if local.adapter is not None:
+            await engine.add_adapter(version, local.adapter)
+
+    asyncio.run(load())
+    return engine
+
+
+def prompt_ids(engine: Engine) -> list[int]:
+    return engine.encoder(PROMPT)["input_ids"]
+
+
+def in_process(engine: Engine, version: int, tokens: int) -> float:
+    job = Job(prompt_ids(engine), tokens, SamplingParams(temperature=0), Keep(), ignore_eos=True)
+    started = time.perf_counter()
+    engine.generate(version, [job])
+    elapsed = time.perf_counter() - started
+    assert job.sink.result.completion_tokens == tokens
+    return elapsed
+
+
+def over_grpc(stub, tokens: int) -> float:
+    started = time.perf_counter()
+    answer = stub.Generate(client.request(PROMPT, max_new_tokens=tokens, temperature=0, ignore_eos=True), timeout=120)
+    elapsed = time.perf_counter() - started
+    assert answer.usage.completion_tokens == tokens
+    return elapsed
+
+
+def hf_generate(engine: Engine, tokens: int) -> float:
+    import torch
+
+    ids = torch.tensor([prompt_ids(engine)])
+    started = time.perf_counter()
+    with torch.inference_mode():
+        out = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                    min_new_tokens=tokens, do_sample=False, pad_token_id=engine.vocab.pad_id)
+    elapsed = time.perf_counter() - started
+    assert out.shape[1] - ids.shape[1] == tokens
+    return elapsed
+
+
+def throughput(address: str, clients: int, seconds: float, tokens: int) -> tuple[float, int, int]:
+    """Tokens per second of `clients` callers sending back to back for `seconds`; and the calls, failures."""
+    done: list[int] = []
+    failed: list[str] = []
+    stop = threading.Event()
+
+    def caller(seed: int) -> None:
+        with client.channel(address) as channel:
+            stub = client.pb_grpc.InferenceServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    answer = stub.Generate(client.request(PROMPT, max_new_tokens=tokens, temperature=0.8, seed=seed,
+                                                          ignore_eos=True), timeout=120)
+                    done.append(answer.usage.completion_tokens)
+                except grpc.RpcError as exc:
+                    failed.append(exc.code().name)
+
+    threads = [threading.Thread(target=caller, args=(seed,)) for seed in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started), len(done), len(failed)
+
+
+def time_to_first_token(stub, requests: int, tokens: int) -> tuple[list[float], list[float]]:
+    client_side, server_side = [], []
+    for seed in range(requests):
+        started = time.perf_counter()
+        first = None
+        for message in stub.GenerateStream(client.request(PROMPT, max_new_tokens=tokens, seed=seed, ignore_eos=True),
+                                           timeout=120):
+            if first is None and message.delta:
+                first = time.perf_counter() - started
+            last = message
+        client_side.append(first)
+        server_side.append(last.timings.first_token_ms / 1000)
+    return client_side, server_side
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=30, help="sequential requests per latency measurement")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens generated per request")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput run")
+    args = parser.parse_args()
+
+    settings = Settings()
+    stack.up(settings, echo=lambda line: None)
+    init_base(settings, echo=lambda line: None)
+    version = registry.alias_version(minio_client(settings))
+    work = Path(tempfile.mkdtemp(prefix="afina-bench-serve-"))
+    engine = in_process_engine(settings, version)
+    print(f"inference benchmark ({os.cpu_count()} cores), champion v{version}, {args.tokens} tokens per request, "
+          f"torch threads {settings.inference_torch_threads}")
+
+    with server(settings, work, max_batch=8) as address:
+        with client.channel(address) as channel:
+            stub = client.pb_grpc.InferenceServiceStub(channel)
+            for _ in range(3):  # warm both paths
+                over_grpc(stub, args.tokens)
+                in_process(engine, version, args.tokens)
+            grpc_s, local_s = [], []
+            for _ in range(args.requests):  # interleaved, so the machine's load falls on both alike
+                grpc_s.append(over_grpc(stub, args.tokens))
+                local_s.append(in_process(engine, version, args.tokens))
+            hf_s = [hf_generate(engine, args.tokens) for _ in range(max(5, args.requests // 3))]
+            ours = statistics.median(local_s)
+            # the median of the pairs' ratios: each pair ran back to back, under the same load
+            ratio = statistics.median(g / l for g, l in zip(grpc_s, local_s, strict=True))
+            print(f"one request: gRPC Generate p50 {statistics.median(grpc_s) * 1000:.1f} ms, in-process "
+                  f"p50 {ours * 1000:.1f} ms -> gRPC/in-process {ratio:.3f} ({(ratio - 1) * 100:+.1f}%; goal <= +5%)")
+            print(f"decoding loop: ours p50 {ours * 1000:.1f} ms, transformers generate p50 "
+                  f"{statistics.median(hf_s) * 1000:.1f} ms (same greedy {args.tokens} tokens, in-process)")
+            client_side, server_side = time_to_first_token(stub, max(10, args.requests // 2), args.tokens)
+            print(f"streaming time to first token: p50 {statistics.median(client_side) * 1000:.1f} ms, "
+                  f"p90 {percentile(client_side, 0.9) * 1000:.1f} ms (client side); "
+                  f"server's first token p50 {statistics.median(server_side) * 1000:.1f} ms")
+        batched, calls_on, failed_on = throughput(address, args.clients, args.seconds, args.tokens)
+    with server(settings, work, max_batch=1) as address:
+        single, calls_off, failed_off = throughput(address, args.clients, args.seconds, args.tokens)
+    print(f"throughput, {args.clients} concurrent clients for {args.seconds:.0f} s: batching on {batched:.0f} tokens/s "
+          f"({calls_on} calls), off {single:.0f} tokens/s ({calls_off} calls) -> {batched / single:.2f}x (goal >= 3x)"
+          + (f"; failed calls {failed_on + failed_off}" if failed_on + failed_off else ""))
+
+
+if __name__ == "__main__":
+    main()
