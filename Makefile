@@ -9,10 +9,12 @@ INSTALLED := $(VENV)/.installed
 TOOLS := .afina/tools
 COMPOSE_VERSION := v2.40.3
 COMPOSE_PLUGIN := $(TOOLS)/docker/cli-plugins/docker-compose
+GRPCURL_VERSION := v1.9.4
+GRPCURL := $(TOOLS)/grpcurl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test stack-up stack-down stack-status bench compose ocr clean
+.PHONY: help setup demo test stack-up stack-down stack-status bench compose ocr clean proto grpcurl
 
 help:
 	@echo "make demo    set up and start afina on this machine (local Kafka, MinIO, Prefect)"
@@ -38,6 +40,18 @@ $(COMPOSE_PLUGIN): deploy/compose/go.mod deploy/compose/go.sum
 
 compose: $(COMPOSE_PLUGIN)
 
+# The gRPC stubs of proto/afina/v1/*.proto (grpcio-tools), into services/inference/_generated/ (not
+# committed), when they are missing or the protos changed; importing the service does the same.
+proto: $(INSTALLED)
+	$(BIN)/python -m services.inference.stubs
+
+# grpcurl, a generic gRPC client (it finds the API through server reflection), from the Go module proxy.
+$(GRPCURL):
+	mkdir -p $(dir $@)
+	GOBIN=$(abspath $(TOOLS)) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+grpcurl: $(GRPCURL)
+
 # Tesseract (optional) lets the normalizer read scanned PDF pages. Installed from Debian's
 # packages where this runs as root with apt; elsewhere scans are rejected as no_text.
 ocr:
@@ -45,7 +59,7 @@ ocr:
 		&& apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-spa tesseract-ocr-eng >/dev/null; } \
 		|| echo "tesseract is not installed: scanned PDF pages will be rejected as no_text"
 
-setup: $(INSTALLED) $(COMPOSE_PLUGIN) ocr
+setup: $(INSTALLED) $(COMPOSE_PLUGIN) $(GRPCURL) proto ocr
 
 demo: setup
 	$(BIN)/afina stack up
@@ -57,6 +71,7 @@ bench: setup
 	$(BIN)/python benchmarks/stack.py
 	$(BIN)/python benchmarks/connector.py
 	PYTHONPATH=. $(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/serve.py
 
 stack-up: $(INSTALLED)
 	$(BIN)/afina stack up
