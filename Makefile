@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/python benchmarks/stack.py
 	$(BIN)/python benchmarks/connector.py
 	PYTHONPATH=. $(BIN)/python benchmarks/ingest.py
+	PYTHONPATH=. $(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/serve.py
 
 stack-up: $(INSTALLED)
