@@ -62,7 +62,7 @@ ocr:
 setup: $(INSTALLED) $(COMPOSE_PLUGIN) $(GRPCURL) proto ocr
 
 demo: setup
-	$(BIN)/afina stack up
+	$(BIN)/afina demo
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from services import logs, stack
+from services.stack.prefect import use_server
 from services.contracts import Settings
 
 app = typer.Typer(help="afina: continuous fine-tuning from the documents a company keeps producing.", no_args_is_help=True)
@@ -20,6 +21,71 @@ def _fail(message: str) -> NoReturn:
     """End the command with a message a person can act on, and exit status 1."""
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
+
+
+@app.command("up")
+def up() -> None:
+    """Start all of afina: the stack, the base model, and the supervised services. Reuses what runs."""
+    from services import system
+
+    settings = Settings()
+    try:
+        services = system.up(settings, echo=typer.echo)
+    except stack.StackError as exc:
+        _fail(f"afina up: {exc}")
+    _print_parts(stack.status(settings))
+    _print_services(services)
+
+
+@app.command("down")
+def down() -> None:
+    """Stop the services and the stack's servers that `afina up` started."""
+    from services import system
+
+    stopped = system.down(Settings())
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing to stop")
+
+
+@app.command("status")
+def status() -> None:
+    """Show every server and service with its health; exit 1 unless all are running and healthy."""
+    from services import system
+
+    settings = Settings()
+    parts, services = stack.status(settings), system.status(settings)
+    _print_parts(parts)
+    _print_services(services)
+    if any(p.state != "running" for p in parts) or any(s.state != "running" for s in services):
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo() -> None:
+    """The main job: start afina, drop the samples, normalize, tune once, ask the model over gRPC."""
+    from services import demo as main_job
+
+    settings = Settings()
+    use_server(settings)
+    try:
+        main_job.run(settings, echo=typer.echo)
+    except stack.StackError as exc:
+        _fail(f"afina demo: {exc}")
+
+
+@app.command("supervise", hidden=True)
+def supervise() -> None:
+    """Run and restart the services in the foreground (what `afina up` starts in the background)."""
+    from services.system.supervisor import supervise as run
+
+    run(Settings())
+
+
+def _print_services(services) -> None:
+    for service in services:
+        pid = f"pid {service.pid}" if service.pid else "-"
+        restarts = f"{service.restarts} restarts" if service.restarts else ""
+        typer.echo(f"{service.name:<12} {service.state:<10} {pid:<11} {service.address}  {restarts}")
+        typer.echo(f"{'':<12} log {service.log}")
 
 
 def _print_parts(parts: list[stack.PartStatus]) -> None:
@@ -205,6 +271,36 @@ def drop(
     for file in files:
         where = dropping.to_bucket(settings, file) if bucket else dropping.to_folder(settings, file)
         typer.echo(f"{file} -> {where}")
+
+
+@app.command("tune")
+def tune(
+    force: bool = typer.Option(False, help="Train even when nothing changed since the champion's snapshot."),
+    steps: int = typer.Option(0, help="Training steps for this run (0: AFINA_TUNING_STEPS)."),
+) -> None:
+    """Run the tuning flow now: snapshot, train, evaluate, gate, promote. Recorded in Prefect."""
+    settings = Settings()
+    use_server(settings)
+    from flows.tuning import tune as tuning_flow
+
+    outcome = tuning_flow(steps=steps or None, force=force)
+    typer.echo(f"{outcome.status}: {outcome.reason} (snapshot {outcome.snapshot_id}, champion v{outcome.champion})")
+    for reason in outcome.reasons:
+        typer.echo(f"  {reason}")
+
+
+flows_app = typer.Typer(help="The Prefect deployments.", no_args_is_help=True)
+app.add_typer(flows_app, name="flows")
+
+
+@flows_app.command("serve")
+def flows_serve() -> None:
+    """Serve the tuning deployment on its cron schedule (AFINA_TUNING_SCHEDULE) until stopped."""
+    settings = Settings()
+    use_server(settings)
+    from flows.tuning import serve
+
+    serve(settings)
 
 
 from services.inference import commands as inference_commands  # noqa: E402

@@ -111,3 +111,23 @@ def test_a_crashed_service_is_restarted(afina_system):
     assert now.restarts == before.restarts + 1
     log = Path(now.log).read_text()
     assert "exited with status -9; restarting" in log
+
+
+def test_the_served_deployment_has_the_schedule_and_runs_what_is_asked(afina_system):
+    import time
+
+    import httpx
+
+    env, settings = afina_system
+    api = settings.prefect_api_url
+    deployments = httpx.post(f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["scheduled"]}}},
+                             timeout=10).json()
+    assert len(deployments) == 1
+    deployment = deployments[0]
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [settings.tuning_schedule]
+    # a run asked for now (as the UI's "Quick run" does) is picked up by the served deployment
+    run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10).json()
+    deadline = time.monotonic() + 300
+    while (state := httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()["state_type"]) != "COMPLETED":
+        assert state not in ("FAILED", "CRASHED", "CANCELLED") and time.monotonic() < deadline, state
+        time.sleep(1)
