@@ -4,23 +4,28 @@ Runs as its own process (`python -m services.tuning.train CONFIG.json`) so that 
 out-of-memory kill cannot take the flow runner down; a new run with the same output folder
 resumes from the last checkpoint. fp32 on CPU, bf16 on a GPU; seeded end to end.
 
-More than one GPU: launch the same module with `torchrun --nproc_per_node N`; the loop then
-shards the blocks by rank (data parallel). It cannot be tested on these CPU-only machines.
+More than one GPU: launch the same module with `torchrun --nproc_per_node N`. Each process then
+takes its share of every micro-batch (micro_batch sequences per process, so N times as many per
+step) and DistributedDataParallel averages the gradients; rank 0 writes the log, checkpoints and
+the adapter. The tests run it with two CPU processes (gloo), where it matches one process.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import sys
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+import torch.distributed as dist
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
@@ -73,6 +78,14 @@ def main(config: TrainConfig) -> dict:
     torch.manual_seed(config.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    # data parallel when torchrun started several processes of this module
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if world > 1:
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            torch.cuda.set_device(device)
+    lead = rank == 0  # the one process that writes
 
     # 1. the model: base weights frozen, a LoRA adapter on top (new, or the champion's to continue)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
@@ -84,6 +97,7 @@ def main(config: TrainConfig) -> dict:
                           target_modules=config.target_modules, task_type="CAUSAL_LM")
         model = get_peft_model(base, lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    forward = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     # 2. the data: a fixed order of blocks, seeded, the same for a resumed run
     blocks = load_blocks(config, tokenizer)
@@ -96,40 +110,53 @@ def main(config: TrainConfig) -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
 
     # 4. resume from the last checkpoint, if a previous run of this output got that far
-    step, losses = _resume(output, model, optimizer, schedule)
+    step, losses = _resume(output, model, optimizer, schedule, truncate_log=lead)
 
     # 5. the loop
     model.train()
     started, tokens_seen = time.perf_counter(), 0
-    progress = tqdm(total=config.steps, initial=step, desc="train", unit="step", file=sys.stderr)
+    progress = tqdm(total=config.steps, initial=step, desc="train", unit="step", file=sys.stderr, disable=not lead)
     while step < config.steps:
         step_loss = 0.0
         for micro in range(config.gradient_accumulation):
-            first = (step * config.gradient_accumulation + micro) * config.micro_batch
+            # this process's share of the micro-batch: every process together take world * micro_batch blocks
+            first = ((step * config.gradient_accumulation + micro) * world + rank) * config.micro_batch
             picked = [blocks[order[(first + i) % len(blocks)]] for i in range(config.micro_batch)]
             input_ids = torch.tensor([ids for ids, _ in picked], device=device)
             labels = torch.tensor([lab for _, lab in picked], device=device)
-            loss = model(input_ids=input_ids, labels=labels).loss / config.gradient_accumulation
-            loss.backward()
+            last = micro == config.gradient_accumulation - 1
+            with forward.no_sync() if world > 1 and not last else nullcontext():  # all-reduce once per step
+                loss = forward(input_ids=input_ids, labels=labels).loss / config.gradient_accumulation
+                if world > 1:
+                    loss = loss * _share_of_tokens(labels, world)
+                loss.backward()
             step_loss += loss.item()
             tokens_seen += int((labels != IGNORE).sum())
+        if world > 1:
+            step_loss = _mean_over_processes(step_loss, device)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         losses.append(step_loss)
-        with (output / "loss.jsonl").open("a") as log:
-            log.write(json.dumps({"step": step, "loss": round(step_loss, 5), "lr": schedule.get_last_lr()[0]}) + "\n")
+        if lead:
+            with (output / "loss.jsonl").open("a") as log:
+                log.write(json.dumps({"step": step, "loss": round(step_loss, 5), "lr": schedule.get_last_lr()[0]}) + "\n")
         progress.update(1)
         progress.set_postfix(loss=f"{step_loss:.3f}")
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        if lead and (step % config.checkpoint_every == 0 or step == config.steps):
             _checkpoint(output, model, optimizer, schedule, step, losses)
     progress.close()
 
     # 6. the result: the adapter alone, as safetensors
-    model.save_pretrained(output / "adapter", safe_serialization=True)
     seconds = time.perf_counter() - started
+    if world > 1:
+        tokens_seen = int(_mean_over_processes(float(tokens_seen), device) * world)
+        dist.destroy_process_group()
+        if not lead:
+            return {}
+    model.save_pretrained(output / "adapter", safe_serialization=True)
     result = {
         "steps": step, "final_loss": losses[-1], "first_loss": losses[0], "trained_tokens_this_run": tokens_seen,
         "tokens_per_second": tokens_seen / seconds if seconds else 0.0, "seconds": seconds, "device": device,
@@ -137,6 +164,21 @@ def main(config: TrainConfig) -> dict:
     }
     (output / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _share_of_tokens(labels: torch.Tensor, world: int) -> torch.Tensor:
+    """Weight of this process's mean loss so that the gradients DDP averages equal those of the mean
+    over every process's tokens together: one process's run of the same global micro-batch."""
+    ours = (labels[:, 1:] != IGNORE).sum().to(torch.float64)  # the model predicts each token from the ones before
+    total = ours.clone()
+    dist.all_reduce(total)
+    return (ours * world / total).to(torch.float32)
+
+
+def _mean_over_processes(value: float, device: str) -> float:
+    tensor = torch.tensor([value], device=device, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.item() / dist.get_world_size()
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:
@@ -161,10 +203,11 @@ def _checkpoint(output: Path, model, optimizer, schedule, step: int, losses: lis
     fresh.rename(final)
 
 
-def _resume(output: Path, model, optimizer, schedule) -> tuple[int, list[float]]:
+def _resume(output: Path, model, optimizer, schedule, truncate_log: bool = True) -> tuple[int, list[float]]:
     checkpoint = output / "checkpoint"
     if not (checkpoint / "progress.json").exists():
-        (output / "loss.jsonl").unlink(missing_ok=True)
+        if truncate_log:
+            (output / "loss.jsonl").unlink(missing_ok=True)
         return 0, []
     set_peft_model_state_dict(model, load_file(checkpoint / "adapter" / "adapter_model.safetensors"))
     progress = json.loads((checkpoint / "progress.json").read_text())
@@ -177,7 +220,8 @@ def _resume(output: Path, model, optimizer, schedule) -> tuple[int, list[float]]
     optimizer.load_state_dict({"state": dict(slots), "param_groups": progress["param_groups"]})
     schedule.load_state_dict(progress["schedule"])
     torch.set_rng_state(tensors["rng"])
-    _truncate_loss_log(output / "loss.jsonl", progress["step"])
+    if truncate_log:
+        _truncate_loss_log(output / "loss.jsonl", progress["step"])
     return progress["step"], progress["losses"]
 
 

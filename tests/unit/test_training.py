@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,6 +89,23 @@ def test_killed_run_resumes_to_the_same_result(base, part, tmp_path):
     b = load_file(resumed / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_two_data_parallel_processes_train_like_one(base, part, tmp_path):
+    """torchrun with two CPU processes (gloo), each half of the micro-batch, against one process."""
+    one = main(config(base, part, tmp_path / "one", steps=10, micro_batch=4))
+    cfg = tmp_path / "config.json"
+    cfg.write_text(config(base, part, tmp_path / "two", steps=10, micro_batch=2).model_dump_json())
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "services.tuning.train", str(cfg)],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    result = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert result["steps"] == 10 and result["trained_tokens_this_run"] == one["trained_tokens_this_run"]
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
 
 
 def test_evaluation_scores_and_a_trained_adapter_beats_the_base(base, part, tmp_path):
