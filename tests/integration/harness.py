@@ -104,3 +104,9 @@ def put_text_part(client, source_id: str, when, texts: list[str], token_ids: lis
     info = parts.PartInfo(len(rows), sum(len(ids) for ids in token_ids), language, tokenizer)
     client.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data), metadata=info.as_metadata())
     return key
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """The settings a process started with ``env`` reads (AFINA_* variables over the defaults)."""
+    fields = {k.removeprefix("AFINA_").lower(): v for k, v in env.items() if k.startswith("AFINA_")}
+    return Settings(**{k: v for k, v in fields.items() if k in Settings.model_fields})

@@ -17,7 +17,7 @@ from services.contracts import DocumentDiscovered, DocumentNormalized, ModelProm
 from services.demo import SAMPLES, ask, wait_normalized
 from services.storage import minio_client
 from services.tuning import snapshot
-from tests.integration.harness import AFINA, EventLog
+from tests.integration.harness import AFINA, EventLog, settings_from_env
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,7 @@ FIRST_ROUND = ["manual_empleado_es.pdf", "expenses_policy_en.docx", "product_faq
 def afina_system(local_stack, tmp_path_factory):
     env = {**os.environ, **stack.sibling_env(local_stack, tmp_path_factory.mktemp("e2e"), port_offset=40000),
            "AFINA_TUNING_STEPS": "40"}
-    settings = Settings(**{k.removeprefix("AFINA_").lower(): v for k, v in env.items()
-                           if k.startswith("AFINA_") and k.removeprefix("AFINA_").lower() in Settings.model_fields})
+    settings = settings_from_env(env)
     up = subprocess.run([AFINA, "up"], env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
     try:

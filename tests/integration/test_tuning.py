@@ -23,9 +23,9 @@ import pytest
 from transformers import PreTrainedTokenizerFast
 
 from services import registry, stack
-from services.contracts import ModelPromoted, Settings, Topic
+from services.contracts import ModelPromoted, Topic
 from services.storage import minio_client
-from tests.integration.harness import AFINA, EventLog, put_text_part
+from tests.integration.harness import AFINA, EventLog, settings_from_env, put_text_part
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +64,7 @@ def tuning(local_stack, tmp_path_factory):
 class Tuning:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
-        self.settings = Settings(**{k.removeprefix("AFINA_").lower(): v for k, v in env.items()
-                                    if k.startswith("AFINA_") and k.removeprefix("AFINA_").lower() in Settings.model_fields})
+        self.settings = settings_from_env(env)
         self.s3 = minio_client(self.settings)
         folder = registry.fetch(self.s3, 0, self.settings.state_dir / "cache" / "models").base
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
