@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import ConsumerRecord
+from aiokafka.structs import RecordMetadata
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from services.contracts import (
@@ -41,13 +43,23 @@ async def _keep_raw(msg: KafkaMessage) -> bytes | tuple[bytes, ...]:
     return msg.body
 
 
-async def publish_event(broker: KafkaBroker, event: Event, key: str) -> None:
-    """Publish an event to its contract topic, keyed (usually by source id) for per-key ordering."""
-    await broker.publish(
+async def publish_event(
+    broker: KafkaBroker, event: Event, key: str, *, confirm: bool = True, topic: str | None = None
+) -> RecordMetadata | asyncio.Future[RecordMetadata]:
+    """Publish an event to its contract topic, keyed (usually by source id) for per-key ordering.
+
+    The record's correlation id is the event's own id (traceable, and no second UUID per message).
+    ``confirm=False`` returns as soon as the record is queued, with the future of the broker's
+    acknowledgement: a caller that commits offsets must await every such future first.
+    ``topic`` overrides the contract topic (benchmarks use their own).
+    """
+    return await broker.publish(
         event.model_dump_json().encode(),
-        topic=TOPIC_OF_EVENT[type(event)],
+        topic=topic or TOPIC_OF_EVENT[type(event)],
         key=key.encode(),
         headers={"content-type": "application/json", "afina-event": type(event).__name__},
+        correlation_id=str(event.event_id),
+        no_confirm=not confirm,
     )
 
 

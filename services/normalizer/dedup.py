@@ -133,6 +133,12 @@ class DedupLog:
         if self._consumer:
             await self._consumer.stop()
 
+    def claimed(self, source_id: str, sha256: str) -> bool:
+        """Whether this version of the document has claimed its fingerprint already (as far as
+        this replica has read the index): only then may it have a part."""
+        entry = self._by_source.get(source_id)
+        return entry is not None and entry.fingerprint.sha256 == sha256
+
     async def claim(self, fingerprint: Fingerprint) -> Duplicate | None:
         """Record a document's fingerprint; the earlier document it duplicates, if any."""
         sent = await self.broker.publish(fingerprint.model_dump_json().encode(), topic=Topic.DEDUP_SIGNATURES,

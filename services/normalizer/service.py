@@ -64,6 +64,7 @@ class Normalizer:
             settings.normalizer_workers, settings.normalizer_timeout_s, settings.normalizer_memory_mb << 20
         )
         self.pii_kinds = tuple(k.strip() for k in settings.normalizer_redact.split(",") if k.strip())
+        self._unconfirmed: list[tuple[DocumentNormalized | DocumentRejected, asyncio.Future]] = []
         self.tokenizer = None
         self.tokenizer_name = ""
         # A batch may take long (every document up to its time limit): stay in the group meanwhile.
@@ -80,7 +81,9 @@ class Normalizer:
         by_source: dict[str, list[DocumentDiscovered]] = defaultdict(list)
         for event in events:
             by_source[event.source_id].append(event)
+        self._unconfirmed = []
         await asyncio.gather(*(self._in_order(group) for group in by_source.values()))
+        await self._confirm_announcements()
         await msg.ack()  # everything in the batch is durable: commit the offsets
 
     async def _in_order(self, events: list[DocumentDiscovered]) -> None:
@@ -104,7 +107,11 @@ class Normalizer:
                 message=f"a '{event.kind}' event without a sha256 cannot be read"))
             return
         key = parts.part_key(event.source_id, event.occurred_at, event.sha256)
-        stored = await self._durably(lambda: asyncio.to_thread(stat_object, self.s3, Bucket.DATASETS, key))
+        # A version whose fingerprint is not in the dedup index was never claimed, so it has no part
+        # yet: only a redelivery (claimed before) asks storage whether the part was written.
+        stored = None
+        if self.dedup.claimed(event.source_id, event.sha256):
+            stored = await self._durably(lambda: asyncio.to_thread(stat_object, self.s3, Bucket.DATASETS, key))
         if stored is not None:  # redelivered after the part was written: announce it again, write nothing
             await self._announce(self._normalized(event, key, parts.PartInfo.from_metadata(stored.metadata)))
             DOCUMENTS.labels("redelivered").inc()
@@ -135,12 +142,16 @@ class Normalizer:
         if duplicate is not None:
             how = "the same text as" if duplicate.similarity == 1.0 else f"{duplicate.similarity:.0%} similar to"
             raise Rejection(RejectReason.DUPLICATE, f"{how} {duplicate.of}")
-        rows = self._rows(event, doc)
-        info = parts.PartInfo(len(rows), sum(r["n_tokens"] for r in rows), doc.language, self.tokenizer_name)
-        part = parts.to_parquet(rows)
+        # tokenizing and Parquet release the GIL: off the event loop, the other documents' I/O goes on
+        info, part = await asyncio.to_thread(self._part, event, doc)
         await self._durably(lambda: asyncio.to_thread(self._put, key, part, info.as_metadata()))
         TOKENS.inc(info.tokens)
         return info
+
+    def _part(self, event: DocumentDiscovered, doc) -> tuple[parts.PartInfo, bytes]:
+        rows = self._rows(event, doc)
+        info = parts.PartInfo(len(rows), sum(r["n_tokens"] for r in rows), doc.language, self.tokenizer_name)
+        return info, parts.to_parquet(rows)
 
     def _rows(self, event: DocumentDiscovered, doc) -> list[dict]:
         now = datetime.now(UTC)
@@ -164,7 +175,23 @@ class Normalizer:
         )
 
     async def _announce(self, event: DocumentNormalized | DocumentRejected) -> None:
-        await self._durably(lambda: publish_event(self.broker, event, key=event.source_id))
+        """Publish without waiting for the broker: the batch confirms them all before it commits."""
+        sent = await self._durably(lambda: publish_event(self.broker, event, key=event.source_id, confirm=False))
+        self._unconfirmed.append((event, sent))
+
+    async def _confirm_announcements(self) -> None:
+        """Wait until the broker has every event announced in this batch. Should one have failed,
+        all of them are published again in their order (confirmed one by one): duplicates are
+        allowed, a lost or reordered outcome is not."""
+        announced, self._unconfirmed = self._unconfirmed, []
+        results = await asyncio.gather(*(sent for _, sent in announced), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if not failed:
+            return
+        log.warning("events were not acknowledged; publishing the batch's outcomes again",
+                    extra={"failed": len(failed), "error": repr(failed[0])})
+        for event, _ in announced:
+            await self._durably(lambda e=event: publish_event(self.broker, e, key=e.source_id))
 
     def _put(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
         self.s3.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data), metadata=metadata,
@@ -201,6 +228,7 @@ class Normalizer:
             await self.dedup.stop()
             await self.broker.stop()
 
+        await self.pool.start()
         await retry_forever(connect, "connecting to Kafka", log, cleanup=disconnect)
         log.info("normalizer ready", extra={"group": GROUP, "workers": self.settings.normalizer_workers})
         try:

@@ -13,9 +13,38 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from pebble import ProcessExpired, ProcessPool
 
+from services import media
 from services.contracts import RejectReason
+from services.normalizer import language
 from services.normalizer.extract import Rejection
 from services.normalizer.pipeline import NormalizedDoc, normalize
+
+_WARM_UP_TEXT = ("Warm-up: the parsers and the language model are loaded once per worker.\n\n"
+                 "Calentamiento: los lectores y el modelo de idioma se cargan una sola vez por proceso.")
+
+
+def _warm_up() -> None:
+    """Import the parsers (imported lazily by extract) and load the language model, so the first
+    document a new worker gets does not pay over a second for them."""
+    from services.normalizer.extract import chat, docx, html, pdf, text  # noqa: F401
+
+    language.detect(_WARM_UP_TEXT)  # its model is read (about 0.6 s) on the first call
+    try:
+        normalize(_WARM_UP_TEXT.encode(), media.TEXT, "warm-up.txt")
+    except Rejection:
+        pass  # only the loading mattered
+
+
+def _start_worker(extra_bytes: int) -> None:
+    try:
+        _warm_up()  # before the limit: what is loaded once is not what one document may take
+    except Exception:  # noqa: BLE001 - a failed warm-up only leaves the loading to the first document
+        pass
+    _limit_memory(extra_bytes)
+
+
+def _ready() -> None:
+    """A task that does nothing: scheduling it starts the workers."""
 
 
 def _limit_memory(extra_bytes: int) -> None:
@@ -31,9 +60,14 @@ class ExtractionPool:
     def __init__(self, workers: int, timeout_s: float, memory_bytes: int, job=normalize) -> None:
         """``memory_bytes``: the address space a worker may add to extract one document."""
         self.timeout_s = timeout_s
+        self._workers = workers
         self._job = job  # what runs in the workers (tests put hostile stand-ins here)
         self._pool = ProcessPool(max_workers=workers, max_tasks=500,
-                                 initializer=_limit_memory, initargs=(memory_bytes,))
+                                 initializer=_start_worker, initargs=(memory_bytes,))
+
+    async def start(self) -> None:
+        """Start the workers now (they warm up in their initializer) rather than on the first document."""
+        await asyncio.gather(*(asyncio.wrap_future(self._pool.schedule(_ready)) for _ in range(self._workers)))
 
     async def normalize(self, data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ...]) -> NormalizedDoc:
         """The normalized document, or a Rejection saying why not."""

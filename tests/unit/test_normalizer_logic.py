@@ -9,7 +9,16 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from services.contracts import RejectReason
 from services.normalizer import clean, language, pii, quality
-from services.normalizer.dedup import NEAR_THRESHOLD, Fingerprint, band_hashes, normalized_hash, signature, similarity
+from services.contracts import Settings
+from services.normalizer.dedup import (
+    NEAR_THRESHOLD,
+    DedupLog,
+    Fingerprint,
+    band_hashes,
+    normalized_hash,
+    signature,
+    similarity,
+)
 from services.normalizer.extract import Rejection
 from services.normalizer.parts import part_key, read_parquet, to_parquet, tombstone_key
 from services.normalizer.tokenize import chunk
@@ -87,6 +96,19 @@ def test_dedup_hashes_and_signatures():
     assert Fingerprint.model_validate_json(fingerprint.model_dump_json()) == fingerprint
 
 
+def test_dedup_index_knows_which_versions_claimed():
+    """Only a claimed version may have a part: the normalizer asks storage about no other."""
+    index = DedupLog(Settings(), broker=None)
+    fingerprint = Fingerprint.of("s:a", "a" * 64, " ".join(corpus.ES))
+    assert not index.claimed("s:a", "a" * 64)
+    index._apply("s:a", fingerprint.model_dump_json().encode(), offset=7)
+    assert index.claimed("s:a", "a" * 64)
+    assert not index.claimed("s:a", "b" * 64)  # a new version of the document
+    assert not index.claimed("s:b", "a" * 64)
+    index._apply("s:a", None, offset=8)  # deleted: its fingerprint compacts away
+    assert not index.claimed("s:a", "a" * 64)
+
+
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -124,6 +146,22 @@ def test_part_keys_are_deterministic_and_ordered():
     assert read_parquet(to_parquet([row])).to_pylist() == [row]
 
 
+def _language_model_loaded(*_args):
+    import py3langid.langid
+
+    return py3langid.langid.IDENTIFIER is not None
+
+
+async def test_workers_start_warm():
+    """The parsers and the language model are loaded when the pool starts, not on the first document."""
+    pool = ExtractionPool(workers=1, timeout_s=20, memory_bytes=1024**3, job=_language_model_loaded)
+    try:
+        await pool.start()
+        assert await pool.normalize(b"x", "text/plain", "x", ()) is True
+    finally:
+        pool.close()
+
+
 def _sleeps(*_args):
     time.sleep(60)
 
@@ -157,3 +195,39 @@ async def test_worker_limits_cost_one_rejection(job, reason):
             ok.close()
     finally:
         pool.close()
+
+
+async def test_unacknowledged_outcomes_are_published_again_in_order(monkeypatch):
+    """Outcomes go out without waiting for each ack; the batch waits for all before it commits,
+    and should one have failed, publishes the batch's outcomes again, in order."""
+    import asyncio
+
+    from services.contracts import DocumentNormalized
+    from services.normalizer import service
+
+    published: list[tuple[str, bool]] = []
+    acks: list[asyncio.Future] = []
+
+    async def publish(_broker, event, key, *, confirm=True):
+        published.append((key, confirm))
+        if confirm:
+            return None
+        acks.append(asyncio.get_running_loop().create_future())
+        return acks[-1]
+
+    monkeypatch.setattr(service, "publish_event", publish)
+    normalizer = object.__new__(service.Normalizer)
+    normalizer.broker, normalizer._unconfirmed = None, []
+    events = [DocumentNormalized(source_id=f"s:{i}", sha256=None, part_key=f"k{i}", deleted=True) for i in range(3)]
+    for event in events:
+        await normalizer._announce(event)
+    assert published == [("s:0", False), ("s:1", False), ("s:2", False)]
+    confirming = asyncio.ensure_future(normalizer._confirm_announcements())
+    await asyncio.sleep(0)
+    assert not confirming.done()  # the batch is not committed before the broker has its outcomes
+    acks[0].set_result(None)
+    acks[1].set_exception(ConnectionError("broker gone"))
+    acks[2].set_result(None)
+    await confirming
+    assert published[3:] == [("s:0", True), ("s:1", True), ("s:2", True)]
+    assert normalizer._unconfirmed == []
