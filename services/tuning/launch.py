@@ -27,7 +27,7 @@ def run_training(config: TrainConfig) -> dict:
     log_path = output / "train.log"
     with log_path.open("ab") as log:
         child = subprocess.Popen([sys.executable, "-m", "services.tuning.train", str(config_path)],
-                                 stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                 stdout=log, stderr=log, env=_child_env())
         (output / "train.pid").write_text(str(child.pid))
         code = child.wait()
     (output / "train.pid").unlink(missing_ok=True)
@@ -37,6 +37,12 @@ def run_training(config: TrainConfig) -> dict:
         tail = log_path.read_text(errors="replace")[-2000:]
         raise TrainingFailed(f"training exited with status {code}; the end of {log_path}:\n{tail}")
     return json.loads((output / "result.json").read_text())
+
+
+def _child_env() -> dict[str, str]:
+    # Busy-waiting OpenMP threads stall when the services share the cores: measured 3-10x slower
+    # training on a loaded 2-core machine (benchmarks/train.py), none with passive waiting.
+    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def read_losses(output: Path) -> list[dict]:
