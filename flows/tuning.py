@@ -75,12 +75,11 @@ def fetch_version(settings: Settings, version: int) -> registry.LocalVersion:
 
 
 @task(**retried)
-def download_split(settings: Settings, frozen: snapshot.Snapshot, split: str, base_version: int,
+def download_split(settings: Settings, frozen: snapshot.Snapshot, split: str, ours: str,
                    folder: Path) -> tuple[list[Path], list[str]]:
-    """The split's parts tokenized with the base model's tokenizer, and the keys of the others."""
+    """The split's parts tokenized with the base model's tokenizer (content hash ``ours``), and the
+    keys of the others."""
     client = minio_client(settings)
-    _, tokenizer_name = registry.load_tokenizer(client, base_version)
-    ours = tokenizer_name.split(":")[-1]
     usable = frozen.model_copy(update={"parts": [p for p in frozen.parts if p.tokenizer.split(":")[-1] == ours]})
     excluded = [p.key for p in frozen.parts if p.split == split and p.tokenizer.split(":")[-1] != ours]
     return snapshot.download(client, usable, split, folder), excluded
@@ -180,15 +179,17 @@ def tune(steps: int | None = None, learning_rate: float | None = None, force: bo
 
     champion = fetch_version(settings, champion_version)
     run_parts = settings.state_dir / "cache" / "parts"
-    train_parts, excluded = download_split(settings, frozen, "train", champion.base_version, run_parts)
-    eval_parts, excluded_eval = download_split(settings, frozen, "eval", champion.base_version, run_parts)
+    # parts name their tokenizer "v<version>:<content hash>"; versions of one base share the hash
+    ours = registry.load_tokenizer(client, champion.base_version)[1].split(":")[-1]
+    train_parts, excluded = download_split(settings, frozen, "train", ours, run_parts)
+    eval_parts, excluded_eval = download_split(settings, frozen, "eval", ours, run_parts)
     create_markdown_artifact(report.snapshot_markdown(snapshot.summary(frozen), excluded + excluded_eval),
                              key="snapshot", description=f"dataset snapshot {frozen.id}")
     if not train_parts or not eval_parts:
         raise ValueError(f"snapshot {frozen.id} has {len(train_parts)} train and {len(eval_parts)} eval parts "
                          "usable: both are needed (drop more documents)")
     regression = snapshot.regression_set(client, frozen)
-    regression_parts, _ = download_split(settings, regression, "eval", champion.base_version, run_parts)
+    regression_parts, _ = download_split(settings, regression, "eval", ours, run_parts)
     timings["snapshot"] = time.perf_counter() - clock
 
     config = train_config(settings, champion, train_parts, frozen, steps, learning_rate)

@@ -38,42 +38,31 @@ def _inference_port(settings: Settings) -> int:
     return int(settings.inference_address.rsplit(":", 1)[1])
 
 
-def _addresses(settings: Settings) -> dict[str, str]:
-    def metrics(port: int) -> str:
-        return f"metrics http://127.0.0.1:{port}/metrics" if port else ""
-
-    found = {"connector": f"inbox {settings.inbox_dir}  {metrics(settings.connector_metrics_port)}",
-             "inference": f"grpc {settings.inference_address}  {metrics(settings.inference_metrics_port)}",
+def _address(settings: Settings, spec: supervisor.ServiceSpec) -> str:
+    metrics = f"metrics http://127.0.0.1:{spec.metrics_port}/metrics" if spec.metrics_port else ""
+    where = {"connector": f"inbox {settings.inbox_dir}", "inference": f"grpc {settings.inference_address}",
              "tuning-flow": f"deployment afina-tuning/scheduled, cron '{settings.tuning_schedule}'"}
-    for spec in supervisor.services(settings):
-        if spec.name.startswith("normalizer"):
-            found[spec.name] = metrics(int(spec.env["AFINA_NORMALIZER_METRICS_PORT"]))
-    return found
+    return "  ".join(part for part in (where.get(spec.name, ""), metrics) if part)
 
 
-def _healthy(settings: Settings, name: str) -> bool:
+def _healthy(settings: Settings, spec: supervisor.ServiceSpec) -> bool:
     """The service's own health: gRPC health for inference, the metrics endpoint for the others."""
     try:
-        if name == "inference":
+        if spec.name == "inference":
             import grpc
             from grpc_health.v1 import health_pb2, health_pb2_grpc
 
             with grpc.insecure_channel(settings.inference_address) as channel:
                 answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
             return answer.status == health_pb2.HealthCheckResponse.SERVING
-        port = {"connector": settings.connector_metrics_port}.get(name)
-        if name.startswith("normalizer"):
-            spec = next(s for s in supervisor.services(settings) if s.name == name)
-            port = int(spec.env["AFINA_NORMALIZER_METRICS_PORT"])
+        port = spec.metrics_port
         return not port or httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
     except Exception:  # any failed probe means "not healthy (yet)"
         return False
 
 
 def _supervisor(settings: Settings) -> ManagedProcess:
-    ports = [p for p in (settings.connector_metrics_port, settings.inference_metrics_port) if p]
-    ports += [int(s.env["AFINA_NORMALIZER_METRICS_PORT"]) for s in supervisor.services(settings)
-              if s.name.startswith("normalizer") and s.env["AFINA_NORMALIZER_METRICS_PORT"] != "0"]
+    ports = [spec.metrics_port for spec in supervisor.services(settings) if spec.metrics_port]
     return ManagedProcess(
         name="supervisor", state_dir=settings.state_dir, port=_inference_port(settings),
         health=lambda: all(s.state == "running" for s in status(settings)), extra_ports=tuple(ports),
@@ -85,7 +74,6 @@ def status(settings: Settings) -> list[ServiceStatus]:
         known = json.loads(supervisor.status_file(settings).read_text())
     except (FileNotFoundError, ValueError):
         known = {}
-    addresses = _addresses(settings)
     found = []
     for spec in supervisor.services(settings):
         child = known.get(spec.name, {})
@@ -95,8 +83,8 @@ def status(settings: Settings) -> list[ServiceStatus]:
         elif pid is None:
             state = "restarting"
         else:
-            state = "running" if _healthy(settings, spec.name) else "unhealthy"
-        found.append(ServiceStatus(spec.name, state, pid, child.get("restarts", 0), addresses.get(spec.name, ""),
+            state = "running" if _healthy(settings, spec) else "unhealthy"
+        found.append(ServiceStatus(spec.name, state, pid, child.get("restarts", 0), _address(settings, spec),
                                    str(supervisor.log_file(settings, spec.name))))
     return found
 

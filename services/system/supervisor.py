@@ -29,18 +29,19 @@ NORMALIZER_REPLICAS = 2
 class ServiceSpec:
     name: str
     command: list[str]  # `afina ...` arguments
+    metrics_port: int = 0  # its Prometheus endpoint (0: none)
     env: dict[str, str] = field(default_factory=dict)
 
 
 def services(settings: Settings) -> list[ServiceSpec]:
     """What `afina up` runs. Normalizer replicas share a consumer group; each its own metrics port."""
-    normalizers = [
-        ServiceSpec(f"normalizer-{i + 1}", ["normalizer"],
-                    {"AFINA_NORMALIZER_METRICS_PORT": str(settings.normalizer_metrics_port + 2 * i if
-                                                          settings.normalizer_metrics_port else 0)})
-        for i in range(NORMALIZER_REPLICAS)
-    ]
-    return [ServiceSpec("connector", ["connector"]), *normalizers, ServiceSpec("inference", ["serve"]),
+    normalizers = []
+    for i in range(NORMALIZER_REPLICAS):
+        port = settings.normalizer_metrics_port + 2 * i if settings.normalizer_metrics_port else 0
+        normalizers.append(ServiceSpec(f"normalizer-{i + 1}", ["normalizer"], port,
+                                       {"AFINA_NORMALIZER_METRICS_PORT": str(port)}))
+    return [ServiceSpec("connector", ["connector"], settings.connector_metrics_port), *normalizers,
+            ServiceSpec("inference", ["serve"], settings.inference_metrics_port),
             ServiceSpec("tuning-flow", ["flows", "serve"])]
 
 
