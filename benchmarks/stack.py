@@ -1,7 +1,7 @@
 """Benchmark of the foundation: `afina stack up` cold and warm, and Kafka round-trip throughput
 of contract events through FastStream against raw aiokafka on the same broker, in one run.
 
-    .venv/bin/python benchmarks/stack.py [--events 20000] [--rounds 3]
+    .venv/bin/python benchmarks/stack.py [--events 20000] [--rounds 5]
 
 Cold/warm `up` run on a second stack (own state folder and ports) that reuses the built tools;
 the throughput part uses the stack of the current settings (started if needed).
@@ -61,8 +61,10 @@ def events(n: int) -> list[DocumentDiscovered]:
 
 
 def wire(event: DocumentDiscovered) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """Key, value and headers as services.messaging.publish_event writes them, for raw aiokafka."""
-    headers = {"content-type": "application/json", "afina-event": type(event).__name__}
+    """Key, value and headers as services.messaging.publish_event writes them, for raw aiokafka:
+    the same bytes on the wire, FastStream's correlation id header (the event's id) included."""
+    headers = {"content-type": "application/json", "afina-event": type(event).__name__,
+               "correlation_id": str(event.event_id)}
     return event.source_id.encode(), event.model_dump_json().encode(), [(k, v.encode()) for k, v in headers.items()]
 
 
@@ -160,7 +162,7 @@ async def throughput(settings: Settings, n: int, rounds: int) -> tuple[Round, Ro
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     settings = Settings()
