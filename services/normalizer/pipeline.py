@@ -1,14 +1,24 @@
-"""A document's bytes to clean text (or clean supervised examples): the pure part of the
-normalizer, run in a worker process that can be killed."""
+"""A document version's bytes to its dataset part: the pure part of the normalizer, run in a
+worker process that can be killed.
+
+``normalize`` turns bytes into clean text (or clean supervised examples) with its dedup
+fingerprint; ``prepare`` goes on to chunks, tokens and the Parquet part, so the service
+only moves bytes between Kafka, MinIO and the workers.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tokenizers import Tokenizer
 
 from services.contracts import RejectReason
-from services.normalizer import clean, language, pii, quality
+from services.normalizer import clean, language, parts, pii, quality
 from services.normalizer.dedup import fingerprint_fields
 from services.normalizer.extract import Rejection, extract
+from services.normalizer.tokenize import chunk, count_tokens
 
 MAX_TEXT_CHARS = 20_000_000
 
@@ -59,3 +69,52 @@ def _normalize_examples(examples: list[list[dict[str, str]]], pii_kinds: tuple[s
         cleaned.append(messages)
     rendered = "\n\n".join("\n".join(f"{m['role']}: {m['content']}" for m in c) for c in cleaned)
     return NormalizedDoc("chat", rendered, language.detect(rendered), examples=cleaned, pii=found)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What a part records about a document version besides its text (from the connector's event)."""
+
+    source_id: str
+    sha256: str
+    media_type: str | None
+    discovered_at: datetime
+
+
+@dataclass(frozen=True)
+class Tokenization:
+    tokenizer: Tokenizer
+    name: str  # recorded in every row: changes when the tokenizer does
+    max_chunk_tokens: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A document version ready to store: its Parquet part and what dedup and the event need."""
+
+    exact_hash: str
+    minhash: str
+    info: parts.PartInfo
+    part: bytes
+
+
+def prepare(data: bytes, origin: Origin, pii_kinds: tuple[str, ...], tokenization: Tokenization) -> Prepared:
+    doc = normalize(data, origin.media_type or "", origin.source_id, pii_kinds)
+    rows = part_rows(doc, origin, tokenization)
+    info = parts.PartInfo(len(rows), sum(r["n_tokens"] for r in rows), doc.language, tokenization.name)
+    return Prepared(doc.exact_hash, doc.minhash, info, parts.to_parquet(rows))
+
+
+def part_rows(doc: NormalizedDoc, origin: Origin, tokenization: Tokenization) -> list[dict]:
+    common = {"source_id": origin.source_id, "sha256": origin.sha256, "language": doc.language,
+              "media_type": origin.media_type, "tokenizer": tokenization.name,
+              "discovered_at": origin.discovered_at, "normalized_at": datetime.now(UTC)}
+    if doc.kind == "chat":
+        rendered = ["\n".join(f"{m['role']}: {m['content']}" for m in ex) for ex in doc.examples]
+        ids = count_tokens(rendered, tokenization.tokenizer)
+        return [{**common, "chunk_index": i, "kind": "chat", "text": text,
+                 "messages": json.dumps(ex, ensure_ascii=False), "token_ids": tokens, "n_tokens": len(tokens)}
+                for i, (ex, text, tokens) in enumerate(zip(doc.examples, rendered, ids, strict=True))]
+    chunks = chunk(doc.text, tokenization.tokenizer, tokenization.max_chunk_tokens)
+    return [{**common, "chunk_index": i, "kind": "text", "text": c.text, "messages": None,
+             "token_ids": c.token_ids, "n_tokens": len(c.token_ids)} for i, c in enumerate(chunks)]

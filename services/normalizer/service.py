@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import TypeVar
 
 from faststream import AckPolicy
@@ -39,8 +37,8 @@ from services.messaging import kafka_broker, publish_event, read_record
 from services.normalizer import parts
 from services.normalizer.dedup import DedupLog, Fingerprint
 from services.normalizer.extract import Rejection
-from services.normalizer.tokenize import chunk, count_tokens
-from services.normalizer.worker import ExtractionPool
+from services.normalizer.pipeline import Origin, Prepared, Tokenization
+from services.normalizer.worker import WorkerPool
 from services.storage import minio_client, read_object, stat_object
 
 log = logging.getLogger("afina.normalizer")
@@ -60,18 +58,17 @@ class Normalizer:
         self.s3 = minio_client(settings)
         self.broker = kafka_broker(settings, "afina-normalizer")
         self.dedup = DedupLog(settings, self.broker)
-        self.pool = ExtractionPool(
-            settings.normalizer_workers, settings.normalizer_timeout_s, settings.normalizer_memory_mb << 20
-        )
+        self.pool: WorkerPool | None = None  # started once the tokenizer is known
         self.pii_kinds = tuple(k.strip() for k in settings.normalizer_redact.split(",") if k.strip())
         self._unconfirmed: list[tuple[DocumentNormalized | DocumentRejected, asyncio.Future]] = []
-        self.tokenizer = None
-        self.tokenizer_name = ""
         # A batch may take long (every document up to its time limit): stay in the group meanwhile.
         worst_batch_s = settings.normalizer_batch * settings.normalizer_timeout_s / settings.normalizer_workers
         self.broker.subscriber(
             Topic.DOCUMENTS_DISCOVERED, group_id=GROUP, batch=True, max_records=settings.normalizer_batch,
             auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL,
+            # FastStream sleeps this long again after an empty poll: 200 ms by default, which a
+            # document arriving then waits out. 20 ms costs an idle normalizer next to nothing.
+            batch_timeout_ms=20,
             max_poll_interval_ms=int(max(300, worst_batch_s + 60) * 1000),
         )(self.on_batch)
 
@@ -135,38 +132,19 @@ class Normalizer:
         data = await self._durably(lambda: asyncio.to_thread(read_object, self.s3, Bucket.RAW, event.sha256))
         if data is None:
             raise Rejection(RejectReason.CORRUPT, f"the raw bytes raw/{event.sha256} are missing")
-        doc = await self.pool.normalize(data, event.media_type or "", event.source_id, self.pii_kinds)
-        fingerprint = Fingerprint(source_id=event.source_id, sha256=event.sha256, exact=doc.exact_hash,
-                                  minhash=doc.minhash)
+        origin = Origin(event.source_id, event.sha256, event.media_type, event.occurred_at)
+        # the worker returns the finished part: tokenized and written out in case it is kept (a
+        # duplicate's is dropped), so this process only moves bytes and the workers use both cores
+        prepared: Prepared = await self.pool.run(data, origin, self.pii_kinds)
+        fingerprint = Fingerprint(source_id=event.source_id, sha256=event.sha256, exact=prepared.exact_hash,
+                                  minhash=prepared.minhash)
         duplicate = await self._durably(lambda: self.dedup.claim(fingerprint))
         if duplicate is not None:
             how = "the same text as" if duplicate.similarity == 1.0 else f"{duplicate.similarity:.0%} similar to"
             raise Rejection(RejectReason.DUPLICATE, f"{how} {duplicate.of}")
-        # tokenizing and Parquet release the GIL: off the event loop, the other documents' I/O goes on
-        info, part = await asyncio.to_thread(self._part, event, doc)
-        await self._durably(lambda: asyncio.to_thread(self._put, key, part, info.as_metadata()))
-        TOKENS.inc(info.tokens)
-        return info
-
-    def _part(self, event: DocumentDiscovered, doc) -> tuple[parts.PartInfo, bytes]:
-        rows = self._rows(event, doc)
-        info = parts.PartInfo(len(rows), sum(r["n_tokens"] for r in rows), doc.language, self.tokenizer_name)
-        return info, parts.to_parquet(rows)
-
-    def _rows(self, event: DocumentDiscovered, doc) -> list[dict]:
-        now = datetime.now(UTC)
-        common = {"source_id": event.source_id, "sha256": event.sha256, "language": doc.language,
-                  "media_type": event.media_type, "tokenizer": self.tokenizer_name,
-                  "discovered_at": event.occurred_at, "normalized_at": now}
-        if doc.kind == "chat":
-            rendered = ["\n".join(f"{m['role']}: {m['content']}" for m in ex) for ex in doc.examples]
-            ids = count_tokens(rendered, self.tokenizer)
-            return [{**common, "chunk_index": i, "kind": "chat", "text": text, "messages": json.dumps(ex, ensure_ascii=False),
-                     "token_ids": tokens, "n_tokens": len(tokens)}
-                    for i, (ex, text, tokens) in enumerate(zip(doc.examples, rendered, ids, strict=True))]
-        chunks = chunk(doc.text, self.tokenizer, self.settings.normalizer_max_chunk_tokens)
-        return [{**common, "chunk_index": i, "kind": "text", "text": c.text, "messages": None,
-                 "token_ids": c.token_ids, "n_tokens": len(c.token_ids)} for i, c in enumerate(chunks)]
+        await self._durably(lambda: asyncio.to_thread(self._put, key, prepared.part, prepared.info.as_metadata()))
+        TOKENS.inc(prepared.info.tokens)
+        return prepared.info
 
     def _normalized(self, event: DocumentDiscovered, key: str, info: parts.PartInfo) -> DocumentNormalized:
         return DocumentNormalized(
@@ -202,7 +180,7 @@ class Normalizer:
         meanwhile, so nothing is lost."""
         return await retry_forever(step, "a storage or Kafka step", log)
 
-    async def wait_for_tokenizer(self) -> None:
+    async def champion_tokenization(self) -> Tokenization:
         """The champion's tokenizer from the registry; waits until a champion exists."""
 
         async def champion_tokenizer():
@@ -211,13 +189,15 @@ class Normalizer:
                 raise LookupError("no champion model in the registry yet (run `afina base init`)")
             return await asyncio.to_thread(registry.load_tokenizer, self.s3, version)
 
-        self.tokenizer, self.tokenizer_name = await retry_forever(champion_tokenizer, "loading the tokenizer", log)
-        log.info("tokenizer loaded", extra={"tokenizer": self.tokenizer_name})
+        tokenizer, name = await retry_forever(champion_tokenizer, "loading the tokenizer", log)
+        log.info("tokenizer loaded", extra={"tokenizer": name})
+        return Tokenization(tokenizer, name, self.settings.normalizer_max_chunk_tokens)
 
     async def run(self) -> None:
         if self.settings.normalizer_metrics_port:
             start_http_server(self.settings.normalizer_metrics_port, addr="127.0.0.1")
-        await self.wait_for_tokenizer()
+        self.pool = WorkerPool(self.settings.normalizer_workers, self.settings.normalizer_timeout_s,
+                               self.settings.normalizer_memory_mb << 20, await self.champion_tokenization())
 
         async def connect() -> None:
             await self.broker.connect()

@@ -24,28 +24,29 @@ def chunk(text: str, tokenizer: Tokenizer, max_tokens: int) -> list[Chunk]:
     texts: list[str] = []
     ids: list[int] = []
     for paragraph, encoding in zip(paragraphs, encodings, strict=True):
-        if len(encoding.ids) > max_tokens:
+        paragraph_ids = encoding.ids  # each read of .ids or .offsets copies the whole list: once
+        if len(paragraph_ids) > max_tokens:
             if texts:
                 chunks.append(Chunk("\n\n".join(texts), ids))
                 texts, ids = [], []
-            chunks.extend(_split_long(paragraph, encoding, max_tokens))
+            chunks.extend(_split_long(paragraph, paragraph_ids, encoding.offsets, max_tokens))
             continue
-        if ids and len(ids) + len(encoding.ids) > max_tokens:
+        if ids and len(ids) + len(paragraph_ids) > max_tokens:
             chunks.append(Chunk("\n\n".join(texts), ids))
             texts, ids = [], []
         texts.append(paragraph)
-        ids = ids + encoding.ids
+        ids.extend(paragraph_ids)
     if texts:
         chunks.append(Chunk("\n\n".join(texts), ids))
     return chunks
 
 
-def _split_long(paragraph: str, encoding, max_tokens: int) -> list[Chunk]:
+def _split_long(paragraph: str, ids: list[int], offsets: list[tuple[int, int]], max_tokens: int) -> list[Chunk]:
     pieces = []
-    for start in range(0, len(encoding.ids), max_tokens):
+    for start in range(0, len(ids), max_tokens):
         window = slice(start, start + max_tokens)
-        offsets = encoding.offsets[window]
-        pieces.append(Chunk(paragraph[offsets[0][0] : offsets[-1][1]], encoding.ids[window]))
+        span = offsets[window]
+        pieces.append(Chunk(paragraph[span[0][0] : span[-1][1]], ids[window]))
     return pieces
 
 

@@ -1,4 +1,5 @@
-"""Extraction in worker processes with a time and a memory limit per document.
+"""The pure pipeline (bytes to Parquet part) in worker processes, with a time and a memory
+limit per document.
 
 A zip bomb, a pathological PDF or a 100,000-deep HTML page costs one rejection: the
 worker that hangs is killed at the time limit, one that allocates too much gets a
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import resource
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
 
 from pebble import ProcessExpired, ProcessPool
 
@@ -17,7 +19,7 @@ from services import media
 from services.contracts import RejectReason
 from services.normalizer import language
 from services.normalizer.extract import Rejection
-from services.normalizer.pipeline import NormalizedDoc, normalize
+from services.normalizer.pipeline import Origin, Prepared, Tokenization, normalize, prepare
 
 _WARM_UP_TEXT = ("Warm-up: the parsers and the language model are loaded once per worker.\n\n"
                  "Calentamiento: los lectores y el modelo de idioma se cargan una sola vez por proceso.")
@@ -30,12 +32,26 @@ def _warm_up() -> None:
 
     language.detect(_WARM_UP_TEXT)  # its model is read (about 0.6 s) on the first call
     try:
-        normalize(_WARM_UP_TEXT.encode(), media.TEXT, "warm-up.txt")
+        if _tokenization is None:
+            normalize(_WARM_UP_TEXT.encode(), media.TEXT, "warm-up.txt")
+        else:  # the tokenizer and the Parquet writer too
+            origin = Origin("warm-up.txt", "0" * 64, media.TEXT, datetime.now(UTC))
+            prepare(_WARM_UP_TEXT.encode(), origin, (), _tokenization)
     except Rejection:
         pass  # only the loading mattered
 
 
-def _start_worker(extra_bytes: int) -> None:
+_tokenization: Tokenization | None = None  # this worker's tokenizer, set when it starts
+
+
+def _prepare(data: bytes, origin: Origin, pii_kinds: tuple[str, ...]) -> Prepared:
+    assert _tokenization is not None, "the pool was started without a tokenizer"
+    return prepare(data, origin, pii_kinds, _tokenization)
+
+
+def _start_worker(extra_bytes: int, tokenization: Tokenization | None) -> None:
+    global _tokenization
+    _tokenization = tokenization  # inherited by fork, or pickled: loaded once per worker either way
     try:
         _warm_up()  # before the limit: what is loaded once is not what one document may take
     except Exception:  # noqa: BLE001 - a failed warm-up only leaves the loading to the first document
@@ -56,22 +72,26 @@ def _limit_memory(extra_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-class ExtractionPool:
-    def __init__(self, workers: int, timeout_s: float, memory_bytes: int, job=normalize) -> None:
-        """``memory_bytes``: the address space a worker may add to extract one document."""
+class WorkerPool:
+    def __init__(self, workers: int, timeout_s: float, memory_bytes: int,
+                 tokenization: Tokenization | None = None, job=_prepare) -> None:
+        """``memory_bytes``: the address space a worker may add to prepare one document.
+        ``job`` runs in the workers: by default ``prepare`` with ``tokenization``'s tokenizer
+        (tests put ``normalize`` or hostile stand-ins here)."""
         self.timeout_s = timeout_s
         self._workers = workers
-        self._job = job  # what runs in the workers (tests put hostile stand-ins here)
+        self._job = job
         self._pool = ProcessPool(max_workers=workers, max_tasks=500,
-                                 initializer=_start_worker, initargs=(memory_bytes,))
+                                 initializer=_start_worker, initargs=(memory_bytes, tokenization))
 
     async def start(self) -> None:
         """Start the workers now (they warm up in their initializer) rather than on the first document."""
         await asyncio.gather(*(asyncio.wrap_future(self._pool.schedule(_ready)) for _ in range(self._workers)))
 
-    async def normalize(self, data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ...]) -> NormalizedDoc:
-        """The normalized document, or a Rejection saying why not."""
-        future = self._pool.schedule(self._job, args=(data, media_type, name, pii_kinds), timeout=self.timeout_s)
+    async def run(self, *args):
+        """The job's result for these arguments (by default a ``Prepared`` document), or a
+        Rejection saying why not."""
+        future = self._pool.schedule(self._job, args=args, timeout=self.timeout_s)
         try:
             return await asyncio.wrap_future(future)
         except Rejection:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -22,7 +23,8 @@ from services.normalizer.dedup import (
 from services.normalizer.extract import Rejection
 from services.normalizer.parts import part_key, read_parquet, to_parquet, tombstone_key
 from services.normalizer.tokenize import chunk
-from services.normalizer.worker import ExtractionPool
+from services.normalizer.pipeline import Origin, Tokenization, normalize, prepare
+from services.normalizer.worker import WorkerPool
 from tests import corpus
 
 
@@ -146,6 +148,38 @@ def test_part_keys_are_deterministic_and_ordered():
     assert read_parquet(to_parquet([row])).to_pylist() == [row]
 
 
+def test_prepare_turns_bytes_into_the_part(tokenizer):
+    """The worker's whole job: clean text, chunked and tokenized, in a Parquet part with its origin."""
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    origin = Origin("folder:inbox/es.txt", "e" * 64, "text/plain", when)
+    text = "\n\n".join(corpus.ES)
+    prepared = prepare(text.encode(), origin, (), Tokenization(tokenizer, "v0:test", 40))
+    rows = read_parquet(prepared.part).to_pylist()
+    assert len(rows) == prepared.info.chunks > 1  # 40 tokens at most per chunk: several
+    assert [r["chunk_index"] for r in rows] == list(range(len(rows)))
+    assert sum(r["n_tokens"] for r in rows) == prepared.info.tokens
+    assert all(r["token_ids"] == tokenizer.encode(r["text"], add_special_tokens=False).ids or
+               len(r["token_ids"]) == 40 for r in rows)
+    assert {(r["source_id"], r["sha256"], r["tokenizer"], r["language"], r["discovered_at"]) for r in rows} == {
+        (origin.source_id, origin.sha256, "v0:test", "es", when)}
+    assert prepared.info.language == "es" and prepared.info.tokenizer == "v0:test"
+    assert (prepared.exact_hash, prepared.minhash) == (normalized_hash(normalize(text.encode(), "text/plain", "x").text),
+                                                       normalize(text.encode(), "text/plain", "x").minhash)
+
+
+async def test_workers_prepare_with_the_tokenizer_they_were_started_with(tokenizer):
+    pool = WorkerPool(workers=1, timeout_s=20, memory_bytes=1024**3, tokenization=Tokenization(tokenizer, "v0:test", 64))
+    try:
+        origin = Origin("folder:inbox/en.txt", "f" * 64, "text/plain", datetime(2026, 1, 2, tzinfo=UTC))
+        prepared = await pool.run(" ".join(corpus.EN).encode(), origin, ())
+        rows = read_parquet(prepared.part).to_pylist()
+        assert prepared.info.language == "en" and {r["tokenizer"] for r in rows} == {"v0:test"}
+        assert [t for r in rows for t in r["token_ids"]] == [
+            t for c in chunk(" ".join(corpus.EN), tokenizer, 64) for t in c.token_ids]
+    finally:
+        pool.close()
+
+
 def _language_model_loaded(*_args):
     import py3langid.langid
 
@@ -154,10 +188,10 @@ def _language_model_loaded(*_args):
 
 async def test_workers_start_warm():
     """The parsers and the language model are loaded when the pool starts, not on the first document."""
-    pool = ExtractionPool(workers=1, timeout_s=20, memory_bytes=1024**3, job=_language_model_loaded)
+    pool = WorkerPool(workers=1, timeout_s=20, memory_bytes=1024**3, job=_language_model_loaded)
     try:
         await pool.start()
-        assert await pool.normalize(b"x", "text/plain", "x", ()) is True
+        assert await pool.run(b"x", "text/plain", "x", ()) is True
     finally:
         pool.close()
 
@@ -181,15 +215,15 @@ def _crashes(*_args):
     [(_sleeps, RejectReason.TIMEOUT), (_allocates, RejectReason.BOMB), (_crashes, RejectReason.BOMB)],
 )
 async def test_worker_limits_cost_one_rejection(job, reason):
-    pool = ExtractionPool(workers=1, timeout_s=2, memory_bytes=1024**3, job=job)
+    pool = WorkerPool(workers=1, timeout_s=2, memory_bytes=1024**3, job=job)
     try:
         with pytest.raises(Rejection) as err:
-            await pool.normalize(b"x", "text/plain", "x", ())
+            await pool.run(b"x", "text/plain", "x", ())
         assert err.value.reason is reason
         # the pool still works after the worker was killed
-        ok = ExtractionPool(workers=1, timeout_s=20, memory_bytes=2 * 1024**3)
+        ok = WorkerPool(workers=1, timeout_s=20, memory_bytes=2 * 1024**3, job=normalize)
         try:
-            doc = await ok.normalize(" ".join(corpus.EN).encode(), "text/plain", "en.txt", ())
+            doc = await ok.run(" ".join(corpus.EN).encode(), "text/plain", "en.txt", ())
             assert doc.language == "en"
         finally:
             ok.close()
