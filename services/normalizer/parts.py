@@ -78,10 +78,16 @@ def tombstone(source_id: str, occurred_at: datetime) -> bytes:
     return json.dumps({"source_id": source_id, "deleted_at": occurred_at.isoformat()}).encode()
 
 
+# Columns that hold one value for the whole part: dictionary-encoded to almost nothing.
+_SAME_IN_EVERY_ROW = ["source_id", "sha256", "kind", "language", "media_type", "tokenizer"]
+
+
 def to_parquet(rows: list[dict]) -> bytes:
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    # No column statistics: a part is always read whole, and min/max of the text column copied
+    # whole texts into the footer, doubling the part's size.
+    pq.write_table(table, buffer, compression="zstd", use_dictionary=_SAME_IN_EVERY_ROW, write_statistics=False)
     return buffer.getvalue()
 
 
