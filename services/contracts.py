@@ -61,10 +61,10 @@ class Settings(BaseSettings):
         300, gt=0, description="Full comparison of storage with the index every so often (missed events)."
     )
     connector_metrics_port: int = Field(9101, ge=0, description="Prometheus metrics port (0: off).")
-    normalizer_workers: int = Field(2, ge=1, description="Extraction worker processes.")
-    normalizer_timeout_s: float = Field(60, gt=0, description="Time limit to extract one document.")
+    normalizer_workers: int = Field(2, ge=1, description="Worker processes that turn documents into parts.")
+    normalizer_timeout_s: float = Field(60, gt=0, description="Time limit to turn one document into its part.")
     normalizer_memory_mb: int = Field(
-        2048, ge=256, description="Address space a worker may add to extract one document (RLIMIT_AS)."
+        2048, ge=256, description="Address space a worker may add for one document (RLIMIT_AS)."
     )
     normalizer_batch: int = Field(128, ge=1, description="Kafka records consumed per batch.")
     normalizer_max_chunk_tokens: int = Field(1024, ge=16, description="Tokens per chunk at most.")
