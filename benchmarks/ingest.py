@@ -7,8 +7,9 @@ in one run it prints:
    and tokenization functions called in one process over the same files (goal ratio >= 0.8).
    Each round has its own corpus; the two sides take turns, and the ratio is the median of the
    rounds' ratios (one round of about 3 s swings by 0.1 or more on a shared 2-core machine);
-2. afina's extraction against markitdown's on the same files (unstructured's partition needs
-   a model download at run time, impossible offline here) (goal >= 3x faster);
+2. afina's extraction against markitdown's on the same files (goal >= 3x faster). unstructured
+   installs, but its partition (0.27.35, even for a .txt with strategy="fast") downloads a spaCy
+   model from GitHub on first use, which no machine here can reach; PyPI has no official copy;
 3. drop→part latency p50/p99 for single documents dropped one at a time (goal p50 <= 1 s).
 
     .venv/bin/python benchmarks/ingest.py [--docs 204] [--rounds 3] [--latency-samples 20]
@@ -210,7 +211,7 @@ def main() -> None:
         print("2. markitdown is not installed (pip install 'markitdown[pdf,docx]'): comparison skipped")
     else:
         print(f"2. extraction: afina {args.docs / ours:7.1f} docs/s, markitdown {args.docs / theirs:7.1f} docs/s: "
-              f"afina {theirs / ours:.1f}x faster (goal >= 3x; unstructured cannot run offline)")
+              f"afina {theirs / ours:.1f}x faster (goal >= 3x; unstructured cannot run offline: see the docstring)")
     print(f"3. drop → part latency, single documents: p50 {statistics.median(latencies) * 1000:5.0f} ms "
           f"p99 {sorted(latencies)[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))] * 1000:5.0f} ms "
           f"(goal p50 <= 1000 ms)")
