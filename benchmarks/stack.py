@@ -31,7 +31,7 @@ from kafka.admin import NewTopic
 
 from services import stack
 from services.contracts import ChangeKind, DocumentDiscovered, Settings, parse_event
-from services.messaging import kafka_broker, publish_event
+from services.messaging import BATCH_POLL_MS, kafka_broker, publish_event
 
 BATCH = 500
 
@@ -44,7 +44,9 @@ def time_stack_up(settings: Settings) -> tuple[float, float]:
         times = []
         for _ in range(2):
             start = time.perf_counter()
-            subprocess.run([afina, "stack", "up"], env=env, check=True, capture_output=True)
+            done = subprocess.run([afina, "stack", "up"], env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"afina stack up failed:\n{done.stdout}{done.stderr}")
             times.append(time.perf_counter() - start)
         return times[0], times[1]
     finally:
@@ -88,7 +90,7 @@ async def faststream_round_trip(settings: Settings, records: list[DocumentDiscov
     broker = kafka_broker(settings, "bench-faststream")
 
     @broker.subscriber(topic, group_id=f"bench-{uuid.uuid4()}", auto_offset_reset="earliest",
-                       batch=True, max_records=BATCH, ack_policy=AckPolicy.MANUAL)
+                       batch=True, max_records=BATCH, batch_timeout_ms=BATCH_POLL_MS, ack_policy=AckPolicy.MANUAL)
     async def handle(msg: KafkaMessage) -> None:
         nonlocal received
         for record in msg.raw_message:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiokafka import ConsumerRecord
 from aiokafka.structs import RecordMetadata
@@ -22,6 +23,10 @@ from services.contracts import (
 )
 
 TOPIC_OF_EVENT: dict[type[Event], Topic] = {model: topic for topic, model in EVENT_TOPICS.items()}
+# A batch subscriber's poll timeout (``batch_timeout_ms``). FastStream sleeps as long again after an
+# empty poll, 200 ms by default, which a record arriving then waits out; 20 ms costs an idle
+# consumer next to nothing.
+BATCH_POLL_MS = 20
 _PAYLOAD_KEPT = 2000  # characters of an invalid record kept in its dead letter
 
 
@@ -34,13 +39,34 @@ def kafka_broker(settings: Settings, client_id: str) -> KafkaBroker:
         enable_idempotence=True,
         # FastStream logs every message received/processed; at INFO that is noise and costs throughput
         log_level=logging.DEBUG,
-        # Records are validated by read_event from the raw bytes; skip FastStream's own JSON decoding.
+        # Records are validated by read_event from the raw bytes; skip FastStream's own JSON decoding,
+        # and its per-record header dicts in a batch.
         decoder=_keep_raw,
+        parser=_parse_without_batch_headers,
     )
 
 
 async def _keep_raw(msg: KafkaMessage) -> bytes | tuple[bytes, ...]:
     return msg.body
+
+
+async def _parse_without_batch_headers(
+    records: ConsumerRecord | tuple[ConsumerRecord, ...], parse: Callable[..., Awaitable[KafkaMessage]]
+) -> KafkaMessage:
+    """FastStream's own message for a batch, parsed from its last record and then given all of them.
+
+    FastStream decodes every record's headers of a batch into a dict, which afina never reads
+    (read_record validates each record from its bytes): that was a third of FastStream's cost per
+    consumed record. Acknowledging commits the consumer's position and a nack rewinds to the
+    earliest record of ``raw_message``, so both still see the whole batch.
+    """
+    if not isinstance(records, tuple):
+        return await parse(records)
+    message = await parse(records[-1:])
+    message.raw_message = records
+    message.body = [r.value or b"" for r in records]
+    message.message_id = f"{records[0].offset}-{records[-1].offset}-{records[0].timestamp}"
+    return message
 
 
 async def publish_event(

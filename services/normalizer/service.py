@@ -33,7 +33,7 @@ from services.contracts import (
     Topic,
 )
 from services.lifecycle import retry_forever, run_until_stopped
-from services.messaging import kafka_broker, publish_event, read_record
+from services.messaging import BATCH_POLL_MS, kafka_broker, publish_event, read_record
 from services.normalizer import parts
 from services.normalizer.dedup import DedupLog, Fingerprint
 from services.normalizer.extract import Rejection
@@ -66,9 +66,7 @@ class Normalizer:
         self.broker.subscriber(
             Topic.DOCUMENTS_DISCOVERED, group_id=GROUP, batch=True, max_records=settings.normalizer_batch,
             auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL,
-            # FastStream sleeps this long again after an empty poll: 200 ms by default, which a
-            # document arriving then waits out. 20 ms costs an idle normalizer next to nothing.
-            batch_timeout_ms=20,
+            batch_timeout_ms=BATCH_POLL_MS,
             max_poll_interval_ms=int(max(300, worst_batch_s + 60) * 1000),
         )(self.on_batch)
 

@@ -21,7 +21,7 @@ from services.contracts import (
     RejectReason,
     Topic,
 )
-from services.messaging import kafka_broker, publish_event, read_event
+from services.messaging import kafka_broker, publish_event, read_event, read_record
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +121,44 @@ async def test_invalid_record_is_dead_lettered_with_a_clear_reason(local_stack):
     assert "kind" in dead.message and "sha256" in dead.message  # names each bad field
     assert dead.payload == bad.decode()
     assert received[good.event_id][0] == good  # the stream kept moving past the bad record
+
+
+async def test_a_batch_holds_every_record_and_a_nack_rewinds_all_of_it(local_stack):
+    """Batches keep every record's bytes (afina's parser skips FastStream's per-record header dicts);
+    a nacked batch comes back whole, an acked one never again."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    topic = f"test.batch.{uuid.uuid4().hex}"
+    admin = KafkaAdminClient(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    admin.close()
+    sent = [DocumentDiscovered(source_id=f"folder:batch/{i}.md", kind=ChangeKind.CREATED, sha256=SHA, size=i)
+            for i in range(40)]
+    deliveries: list[list[DocumentDiscovered]] = []
+    nacked: list[DocumentDiscovered] = []
+    acked: set = set()
+
+    broker = kafka_broker(local_stack, "test-batch")
+
+    @broker.subscriber(topic, group_id=f"test-batch-{uuid.uuid4()}", auto_offset_reset="earliest", batch=True,
+                       max_records=100, ack_policy=AckPolicy.MANUAL)
+    async def handle(msg: KafkaMessage) -> None:
+        assert msg.body == [r.value for r in msg.raw_message]
+        events = [e for r in msg.raw_message if (e := await read_record(broker, DocumentDiscovered, r))]
+        deliveries.append(events)
+        if not nacked:
+            nacked.extend(events)
+            await msg.nack()  # rewind: every record of this batch must come again
+            return
+        acked.update(e.event_id for e in events)
+        await msg.ack()
+
+    async with broker:
+        await broker.start()
+        for event in sent:
+            await publish_event(broker, event, key=event.source_id, topic=topic)
+        await wait_for(lambda: {e.event_id for e in sent} <= acked)
+
+    assert nacked and {e.event_id for e in nacked} <= acked
+    assert sorted(e.size for batch in deliveries[1:] for e in batch) == list(range(40))  # each once after the nack
