@@ -110,7 +110,7 @@ def start(settings: Settings, proc: ManagedProcess) -> None:
     if not (home / "data" / "meta.properties").exists():
         run_checked(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", _cluster_id(), "-c", str(config)],
+             "-t", cluster_id(), "-c", str(config)],
             "formatting Kafka's storage",
         )
     proc.start(
@@ -159,9 +159,14 @@ def _java() -> str:
     )
 
 
-def _cluster_id() -> str:
-    # What `kafka-storage.sh random-uuid` prints: 16 random bytes, URL-safe base64, no padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+def cluster_id() -> str:
+    """What `kafka-storage.sh random-uuid` prints: 16 random bytes, URL-safe base64, no padding,
+    never starting with '-' (as Kafka's own Uuid.randomUuid ensures): the storage tool would read
+    such an id as an option, and one `stack up` in 64 failed with "expected one argument"."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def _server_properties(settings: Settings, data_dir: Path) -> str:
