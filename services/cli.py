@@ -42,8 +42,7 @@ def down() -> None:
     """Stop the services and the stack's servers that `afina up` started."""
     from services import system
 
-    stopped = system.down(Settings())
-    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing to stop")
+    _print_stopped(system.down(Settings()))
 
 
 @app.command("status")
@@ -55,8 +54,7 @@ def status() -> None:
     parts, services = stack.status(settings), system.status(settings)
     _print_parts(parts)
     _print_services(services)
-    if any(p.state != "running" for p in parts) or any(s.state != "running" for s in services):
-        raise typer.Exit(1)
+    _exit_unless_running(*parts, *services)
 
 
 @app.command("demo")
@@ -78,6 +76,16 @@ def supervise() -> None:
     from services.system.supervisor import supervise as run
 
     run(Settings())
+
+
+def _print_stopped(stopped: list[str]) -> None:
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing to stop")
+
+
+def _exit_unless_running(*statuses) -> None:
+    """Exit 1 unless every server and service is running (and so healthy)."""
+    if any(status.state != "running" for status in statuses):
+        raise typer.Exit(1)
 
 
 def _print_services(services) -> None:
@@ -115,8 +123,7 @@ def stack_init() -> None:
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop the servers that `afina stack up` started (nothing else)."""
-    stopped = stack.down(Settings())
-    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing to stop")
+    _print_stopped(stack.down(Settings()))
 
 
 @stack_app.command("status")
@@ -124,8 +131,7 @@ def stack_status() -> None:
     """Show each server of the local stack; exit 1 unless all are running and healthy."""
     parts = stack.status(Settings())
     _print_parts(parts)
-    if any(part.state != "running" for part in parts):
-        raise typer.Exit(1)
+    _exit_unless_running(*parts)
 
 
 @app.command("connector")
