@@ -163,8 +163,8 @@ def test_prepare_turns_bytes_into_the_part(tokenizer):
     assert {(r["source_id"], r["sha256"], r["tokenizer"], r["language"], r["discovered_at"]) for r in rows} == {
         (origin.source_id, origin.sha256, "v0:test", "es", when)}
     assert prepared.info.language == "es" and prepared.info.tokenizer == "v0:test"
-    assert (prepared.exact_hash, prepared.minhash) == (normalized_hash(normalize(text.encode(), "text/plain", "x").text),
-                                                       normalize(text.encode(), "text/plain", "x").minhash)
+    doc = normalize(text.encode(), "text/plain", "x")
+    assert (prepared.exact_hash, prepared.minhash) == (normalized_hash(doc.text), doc.minhash)
 
 
 async def test_workers_prepare_with_the_tokenizer_they_were_started_with(tokenizer):
