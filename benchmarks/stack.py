@@ -31,7 +31,7 @@ from kafka.admin import NewTopic
 
 from services import stack
 from services.contracts import ChangeKind, DocumentDiscovered, Settings, parse_event
-from services.messaging import BATCH_POLL_MS, kafka_broker, publish_event
+from services.messaging import BATCH_POLL_MS, commit, kafka_broker, publish_event
 
 BATCH = 500
 
@@ -96,7 +96,7 @@ async def faststream_round_trip(settings: Settings, records: list[DocumentDiscov
         for record in msg.raw_message:
             parse_event(DocumentDiscovered, record.value)
         received += len(msg.raw_message)
-        await msg.ack()
+        await commit(msg)
         if received >= n:
             done.set()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -67,6 +68,18 @@ async def _parse_without_batch_headers(
     message.body = [r.value or b"" for r in records]
     message.message_id = f"{records[0].offset}-{records[-1].offset}-{records[0].timestamp}"
     return message
+
+
+async def commit(msg: KafkaMessage) -> None:
+    """Acknowledge a consumed message or batch: commit the consumer's offsets past it.
+
+    Commits from a task with an empty context, not the handler's own. aiokafka arms a timer of
+    ``request_timeout_ms`` (40 s) for the commit request, and asyncio keeps a cancelled timer, and
+    the context it was armed in, until it would have fired. The handler's context holds
+    FastStream's message, so ``msg.ack()`` there kept every batch alive for 40 s after it was
+    committed: at 20,000 records/s, most of a million records for Python's collector to walk.
+    """
+    await asyncio.create_task(msg.ack(), context=contextvars.Context())
 
 
 async def publish_event(

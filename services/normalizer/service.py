@@ -33,7 +33,7 @@ from services.contracts import (
     Topic,
 )
 from services.lifecycle import retry_forever, run_until_stopped
-from services.messaging import BATCH_POLL_MS, kafka_broker, publish_event, read_record
+from services.messaging import BATCH_POLL_MS, commit, kafka_broker, publish_event, read_record
 from services.normalizer import parts
 from services.normalizer.dedup import DedupLog, Fingerprint
 from services.normalizer.extract import Rejection
@@ -79,7 +79,7 @@ class Normalizer:
         self._unconfirmed = []
         await asyncio.gather(*(self._in_order(group) for group in by_source.values()))
         await self._confirm_announcements()
-        await msg.ack()  # everything in the batch is durable: commit the offsets
+        await commit(msg)  # everything in the batch is durable
 
     async def _in_order(self, events: list[DocumentDiscovered]) -> None:
         for event in events:
