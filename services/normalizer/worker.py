@@ -101,11 +101,11 @@ class WorkerPool:
         except Rejection:
             raise
         except FutureTimeout:
-            raise Rejection(RejectReason.TIMEOUT, f"extraction took longer than {self.timeout_s:.0f} s") from None
+            raise Rejection(RejectReason.TIMEOUT, f"reading and tokenizing the document took longer than {self.timeout_s:.0f} s") from None
         except (MemoryError, RecursionError) as exc:
-            raise Rejection(RejectReason.BOMB, f"extraction exhausted the worker's limits ({type(exc).__name__})") from None
+            raise Rejection(RejectReason.BOMB, f"the document exhausted the worker's limits ({type(exc).__name__})") from None
         except ProcessExpired as exc:
-            raise Rejection(RejectReason.BOMB, f"the extracting process died (exit {exc.exitcode})") from None
+            raise Rejection(RejectReason.BOMB, f"the worker process died on the document (exit {exc.exitcode})") from None
         except Exception as exc:  # any other failure of a third-party parser on this input
             raise Rejection(RejectReason.CORRUPT, f"the document could not be read ({type(exc).__name__}: {exc})") from None
 
