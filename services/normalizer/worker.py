@@ -101,7 +101,9 @@ class WorkerPool:
         except Rejection:
             raise
         except FutureTimeout:
-            raise Rejection(RejectReason.TIMEOUT, f"reading and tokenizing the document took longer than {self.timeout_s:.0f} s") from None
+            raise Rejection(
+                RejectReason.TIMEOUT, f"reading and tokenizing the document took longer than {self.timeout_s:.0f} s"
+            ) from None
         except (MemoryError, RecursionError) as exc:
             raise Rejection(RejectReason.BOMB, f"the document exhausted the worker's limits ({type(exc).__name__})") from None
         except ProcessExpired as exc:
