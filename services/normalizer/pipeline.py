@@ -56,6 +56,11 @@ def _normalize(data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ..
     return NormalizedDoc("text", text, language.detect(text), pii=found)
 
 
+def render_conversation(messages: list[dict[str, str]]) -> str:
+    """A conversation as the text that is tokenized, detected and deduplicated: "role: content" lines."""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
 def _normalize_examples(examples: list[list[dict[str, str]]], pii_kinds: tuple[str, ...]) -> NormalizedDoc:
     found: dict[str, int] = {}
     cleaned = []
@@ -67,7 +72,7 @@ def _normalize_examples(examples: list[list[dict[str, str]]], pii_kinds: tuple[s
                 found[kind] = found.get(kind, 0) + n
             messages.append({"role": message["role"], "content": content})
         cleaned.append(messages)
-    rendered = "\n\n".join("\n".join(f"{m['role']}: {m['content']}" for m in c) for c in cleaned)
+    rendered = "\n\n".join(render_conversation(c) for c in cleaned)
     return NormalizedDoc("chat", rendered, language.detect(rendered), examples=cleaned, pii=found)
 
 
@@ -110,7 +115,7 @@ def part_rows(doc: NormalizedDoc, origin: Origin, tokenization: Tokenization) ->
               "media_type": origin.media_type, "tokenizer": tokenization.name,
               "discovered_at": origin.discovered_at, "normalized_at": datetime.now(UTC)}
     if doc.kind == "chat":
-        rendered = ["\n".join(f"{m['role']}: {m['content']}" for m in ex) for ex in doc.examples]
+        rendered = [render_conversation(ex) for ex in doc.examples]
         ids = count_tokens(rendered, tokenization.tokenizer)
         return [{**common, "chunk_index": i, "kind": "chat", "text": text,
                  "messages": json.dumps(ex, ensure_ascii=False), "token_ids": tokens, "n_tokens": len(tokens)}
