@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from arrivals import Arrivals
-from services import stack
+from control import localstack
 from services.contracts import Bucket, Settings, Topic
 from services.storage import minio_client
 
@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings()
-    stack.up(settings, echo=lambda line: None)
+    localstack.up(settings, echo=lambda line: None)
     s3 = minio_client(settings)
     work = Path(tempfile.mkdtemp(prefix="afina-bench-connector-"))
     inbox, staging = work / "inbox", work / "staging"

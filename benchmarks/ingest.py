@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from arrivals import Arrivals
-from services import media, registry, stack
+from control import localstack
+from services import media, registry
 from services.contracts import DocumentNormalized, Settings, Topic
 from services.normalizer.extract import Rejection, extract
 from services.normalizer.pipeline import normalize
@@ -138,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings()
-    stack.up(settings, echo=lambda line: None)
+    localstack.up(settings, echo=lambda line: None)
     ensure_champion_tokenizer(settings)
     s3 = minio_client(settings)
     tokenizer, _ = registry.load_tokenizer(s3, registry.alias_version(s3))

@@ -28,13 +28,15 @@ from pathlib import Path
 
 import grpc
 
-from services import registry, stack
+from control import localstack
+
+from services import registry
 from services.contracts import Settings
 from services.inference import client
 from services.inference.engine import Engine
 from services.inference.generation import Job, Result
 from services.inference.sampling import SamplingParams
-from services.stack.process import free_port
+from control.localstack.process import free_port
 from services.storage import minio_client
 from services.tuning.base import init_base
 
@@ -184,7 +186,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings()
-    stack.up(settings, echo=lambda line: None)
+    localstack.up(settings, echo=lambda line: None)
     init_base(settings, echo=lambda line: None)
     version = registry.alias_version(minio_client(settings))
     work = Path(tempfile.mkdtemp(prefix="afina-bench-serve-"))

@@ -29,7 +29,7 @@ from faststream.kafka import KafkaMessage
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-from services import stack
+from control import localstack
 from services.contracts import ChangeKind, DocumentDiscovered, Settings, parse_event
 from services.messaging import BATCH_POLL_MS, commit, kafka_broker, publish_event
 
@@ -39,7 +39,7 @@ BATCH = 500
 def time_stack_up(settings: Settings) -> tuple[float, float]:
     afina = str(Path(sys.executable).with_name("afina"))
     state = Path(tempfile.mkdtemp(prefix="afina-bench-"))
-    env = {**os.environ, **stack.sibling_env(settings, state, port_offset=20000)}
+    env = {**os.environ, **localstack.sibling_env(settings, state, port_offset=20000)}
     try:
         times = []
         for _ in range(2):
@@ -168,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings()
-    stack.up(settings, echo=lambda line: None)
+    localstack.up(settings, echo=lambda line: None)
     cold, warm = time_stack_up(settings)
     print(f"stack up, cold (new state, cached tools): {cold:6.1f} s")
     print(f"stack up, warm (servers running):         {warm:6.1f} s")

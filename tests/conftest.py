@@ -10,9 +10,9 @@ import os
 
 import pytest
 
-from services import stack
+from control import localstack
 from services.contracts import Settings
-from services.stack.prefect import use_server
+from control.localstack.prefect import use_server
 
 use_server(Settings())  # before anything imports Prefect
 
@@ -24,8 +24,8 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def local_stack(settings: Settings):
-    parts = stack.up(settings, echo=lambda line: None)
+    parts = localstack.up(settings, echo=lambda line: None)
     started = [part.name for part in parts if part.state == "started"]
     yield settings
     if started and not os.environ.get("AFINA_KEEP_STACK"):
-        stack.down(settings, only=started)
+        localstack.down(settings, only=started)

@@ -14,7 +14,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from services.contracts import EVENT_TOPICS, Event, Settings, Topic
-from services.stack.process import free_port  # noqa: F401 - the tests' import of it
+from control.localstack.process import free_port  # noqa: F401 - the tests' import of it
 
 AFINA = str(Path(sys.executable).with_name("afina"))
 

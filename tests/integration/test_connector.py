@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services import stack
+from control import localstack
 from services.contracts import Bucket, ChangeKind, DocumentDiscovered, DocumentRejected, RejectReason, Settings
 from services.storage import minio_client
 from tests.integration.harness import AFINA, afina_service, free_port
@@ -257,13 +257,13 @@ def test_drop_into_folder(local_stack, event_log, tmp_path):
 def test_kafka_down_for_a_while_loses_nothing(local_stack, event_log, tmp_path):
     inbox = Inbox(local_stack, tmp_path)
     with inbox.connector():
-        stack.down(local_stack, only=["kafka"])
+        localstack.down(local_stack, only=["kafka"])
         try:
             for i in range(5):
                 (inbox.dir / f"during-outage-{i}.txt").write_text(f"written while Kafka was down {i}")
             time.sleep(5)
         finally:
-            stack.up(local_stack, echo=lambda line: None)
+            localstack.up(local_stack, echo=lambda line: None)
         event_log.wait_for(lambda: len(event_log.about(inbox.sid(""))) >= 5, timeout_s=120)
         settle(4)
     log = inbox.log.read_text()

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from services import registry, stack, system
+from control import localstack, supervisor
+
+from services import registry
 from services.connector.inbox import source_id
 from services.contracts import DocumentDiscovered, DocumentNormalized, ModelPromoted, Settings, Topic
-from services.demo import SAMPLES, ask, wait_normalized
+from control.demo import SAMPLES, ask, wait_normalized
 from services.storage import minio_client
 from services.tuning import snapshot
 from tests.integration.harness import AFINA, EventLog, settings_from_env
@@ -29,7 +31,7 @@ FIRST_ROUND = ["manual_empleado_es.pdf", "expenses_policy_en.docx", "product_faq
 
 @pytest.fixture(scope="module")
 def afina_system(local_stack, tmp_path_factory):
-    env = {**os.environ, **stack.sibling_env(local_stack, tmp_path_factory.mktemp("e2e"), port_offset=40000),
+    env = {**os.environ, **localstack.sibling_env(local_stack, tmp_path_factory.mktemp("e2e"), port_offset=40000),
            "AFINA_TUNING_STEPS": "40"}
     settings = settings_from_env(env)
     up = subprocess.run([AFINA, "up"], env=env, capture_output=True, text=True, timeout=600)
@@ -78,13 +80,13 @@ def one_round(env: dict, settings: Settings, files: list[Path], expected_version
 
 def test_drop_to_served_model_twice_without_restarting_anything(afina_system):
     env, settings = afina_system
-    services_before = {s.name: s.pid for s in system.status(settings)}
+    services_before = {s.name: s.pid for s in supervisor.status(settings)}
     assert all(services_before.values())
 
     one_round(env, settings, [SAMPLES / "inbox" / name for name in FIRST_ROUND], expected_version=1)
     one_round(env, settings, sorted((SAMPLES / "more").iterdir()), expected_version=2)
 
-    after = system.status(settings)
+    after = supervisor.status(settings)
     assert {s.name: s.pid for s in after} == services_before  # nothing restarted
     assert all(s.state == "running" and s.restarts == 0 for s in after), after
     shown = subprocess.run([AFINA, "status"], env=env, capture_output=True, text=True)
@@ -96,13 +98,13 @@ def test_drop_to_served_model_twice_without_restarting_anything(afina_system):
 
 def test_a_crashed_service_is_restarted(afina_system):
     env, settings = afina_system
-    before = next(s for s in system.status(settings) if s.name == "connector")
+    before = next(s for s in supervisor.status(settings) if s.name == "connector")
     os.kill(before.pid, 9)
     import time
 
     deadline = time.monotonic() + 60
     while True:
-        now = next(s for s in system.status(settings) if s.name == "connector")
+        now = next(s for s in supervisor.status(settings) if s.name == "connector")
         if now.pid not in (None, before.pid) and now.state == "running":
             break
         assert time.monotonic() < deadline, f"the connector was not restarted: {now}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services import stack
+from control import localstack
 from tests.integration.harness import AFINA
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ def afina(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def other_stack_env(tmp_path, local_stack):
-    env = stack.sibling_env(local_stack, tmp_path / "state", port_offset=10000)
+    env = localstack.sibling_env(local_stack, tmp_path / "state", port_offset=10000)
     yield env
     afina(env, "stack", "down")
 

@@ -22,7 +22,9 @@ import httpx
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from services import registry, stack
+from control import localstack
+
+from services import registry
 from services.contracts import ModelPromoted, Topic
 from services.storage import minio_client
 from tests.integration.harness import AFINA, EventLog, settings_from_env, put_text_part
@@ -50,7 +52,7 @@ def company_document(rng: random.Random) -> str:
 def tuning(local_stack, tmp_path_factory):
     """A stack of its own (a registry and datasets no other test writes to), with afina-tiny as v0."""
     state = tmp_path_factory.mktemp("tuning-stack")
-    env = {**os.environ, **stack.sibling_env(local_stack, state, port_offset=30000)}
+    env = {**os.environ, **localstack.sibling_env(local_stack, state, port_offset=30000)}
     up = subprocess.run([AFINA, "stack", "up"], env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stderr
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.main import get_command
 
-from services.cli import app
+from control.cli import app
 from services.contracts import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()

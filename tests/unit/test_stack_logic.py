@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from services.stack.kafka import cluster_id
+from control.localstack.kafka import cluster_id
 
 
 def test_kafka_cluster_ids_are_valid_and_never_look_like_an_option():

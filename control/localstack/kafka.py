@@ -16,7 +16,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from services.contracts import Settings, Topic
-from services.stack.process import ManagedProcess, StackError, require_tool, run_checked
+from control.localstack.process import ManagedProcess, StackError, require_tool, run_checked
 
 KAFKA_VERSION = "4.3.1"
 LOG4J_VERSION = "2.26.1"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from services import system
+from control import supervisor
 from services.connector import drop
 from services.connector.inbox import source_id
 from services.contracts import Settings
@@ -70,7 +70,7 @@ def ask(settings: Settings, question: str, want_version: int, timeout_s: float =
 def run(settings: Settings, echo: Callable[[str], None] = print) -> None:
     started = time.perf_counter()
     echo("1/5 starting afina (stack, base model, services) ...")
-    system.up(settings, echo=echo)
+    supervisor.up(settings, echo=echo)
 
     files = sorted(p for p in (SAMPLES / "inbox").iterdir() if p.is_file())
     echo(f"2/5 dropping {len(files)} sample documents into {settings.inbox_dir} ...")

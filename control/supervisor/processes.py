@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from services import stack
+from control import localstack
 from services.contracts import Settings
-from services.stack.process import ManagedProcess, StackError
-from services.system import supervisor
+from control.localstack.process import ManagedProcess, StackError
+from control.supervisor import supervise
 
 __all__ = ["ServiceStatus", "StackError", "up", "down", "status"]
 
@@ -38,14 +38,14 @@ def _inference_port(settings: Settings) -> int:
     return int(settings.inference_address.rsplit(":", 1)[1])
 
 
-def _address(settings: Settings, spec: supervisor.ServiceSpec) -> str:
+def _address(settings: Settings, spec: supervise.ServiceSpec) -> str:
     metrics = f"metrics http://127.0.0.1:{spec.metrics_port}/metrics" if spec.metrics_port else ""
     where = {"connector": f"inbox {settings.inbox_dir}", "inference": f"grpc {settings.inference_address}",
              "tuning-flow": f"deployment afina-tuning/scheduled, cron '{settings.tuning_schedule}'"}
     return "  ".join(part for part in (where.get(spec.name, ""), metrics) if part)
 
 
-def _healthy(settings: Settings, spec: supervisor.ServiceSpec) -> bool:
+def _healthy(settings: Settings, spec: supervise.ServiceSpec) -> bool:
     """The service's own health: gRPC health for inference, the metrics endpoint for the others."""
     try:
         if spec.name == "inference":
@@ -62,7 +62,7 @@ def _healthy(settings: Settings, spec: supervisor.ServiceSpec) -> bool:
 
 
 def _supervisor(settings: Settings) -> ManagedProcess:
-    ports = [spec.metrics_port for spec in supervisor.services(settings) if spec.metrics_port]
+    ports = [spec.metrics_port for spec in supervise.services(settings) if spec.metrics_port]
     return ManagedProcess(
         name="supervisor", state_dir=settings.state_dir, port=_inference_port(settings),
         health=lambda: all(s.state == "running" for s in status(settings)), extra_ports=tuple(ports),
@@ -71,11 +71,11 @@ def _supervisor(settings: Settings) -> ManagedProcess:
 
 def status(settings: Settings) -> list[ServiceStatus]:
     try:
-        known = json.loads(supervisor.status_file(settings).read_text())
+        known = json.loads(supervise.status_file(settings).read_text())
     except (FileNotFoundError, ValueError):
         known = {}
     found = []
-    for spec in supervisor.services(settings):
+    for spec in supervise.services(settings):
         child = known.get(spec.name, {})
         pid = child.get("pid")
         if not child:
@@ -85,14 +85,14 @@ def status(settings: Settings) -> list[ServiceStatus]:
         else:
             state = "running" if _healthy(settings, spec) else "unhealthy"
         found.append(ServiceStatus(spec.name, state, pid, child.get("restarts", 0), _address(settings, spec),
-                                   str(supervisor.log_file(settings, spec.name))))
+                                   str(supervise.log_file(settings, spec.name))))
     return found
 
 
 def up(settings: Settings, echo: Callable[[str], None] = print, timeout_s: float = 300) -> list[ServiceStatus]:
     from services.tuning.base import init_base
 
-    stack.up(settings, echo=echo)
+    localstack.up(settings, echo=echo)
     init_base(settings, echo=echo)
     process = _supervisor(settings)
     if process.pid() is None:
@@ -111,4 +111,4 @@ def up(settings: Settings, echo: Callable[[str], None] = print, timeout_s: float
 def down(settings: Settings) -> list[str]:
     """Stop the services, then the stack's servers that `up` started."""
     stopped = ["services"] if _supervisor(settings).stop(timeout_s=45) else []
-    return stopped + stack.down(settings)
+    return stopped + localstack.down(settings)

@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 from typing import NoReturn
 
-from services import logs, stack
-from services.stack.prefect import use_server
+from control import localstack
+
+from services import logs
+from control.localstack.prefect import use_server
 from services.contracts import Settings
 
 app = typer.Typer(help="afina: continuous fine-tuning from the documents a company keeps producing.", no_args_is_help=True)
@@ -26,32 +28,32 @@ def _fail(message: str) -> NoReturn:
 @app.command("up")
 def up() -> None:
     """Start all of afina: the stack, the base model, and the supervised services. Reuses what runs."""
-    from services import system
+    from control import supervisor
 
     settings = Settings()
     try:
-        services = system.up(settings, echo=typer.echo)
-    except stack.StackError as exc:
+        services = supervisor.up(settings, echo=typer.echo)
+    except localstack.StackError as exc:
         _fail(f"afina up: {exc}")
-    _print_parts(stack.status(settings))
+    _print_parts(localstack.status(settings))
     _print_services(services)
 
 
 @app.command("down")
 def down() -> None:
     """Stop the services and the stack's servers that `afina up` started."""
-    from services import system
+    from control import supervisor
 
-    _print_stopped(system.down(Settings()))
+    _print_stopped(supervisor.down(Settings()))
 
 
 @app.command("status")
 def status() -> None:
     """Show every server and service with its health; exit 1 unless all are running and healthy."""
-    from services import system
+    from control import supervisor
 
     settings = Settings()
-    parts, services = stack.status(settings), system.status(settings)
+    parts, services = localstack.status(settings), supervisor.status(settings)
     _print_parts(parts)
     _print_services(services)
     _exit_unless_running(*parts, *services)
@@ -60,20 +62,20 @@ def status() -> None:
 @app.command("demo")
 def demo() -> None:
     """The main job: start afina, drop the samples, normalize, tune once, ask the model over gRPC."""
-    from services import demo as main_job
+    from control import demo as main_job
 
     settings = Settings()
     use_server(settings)
     try:
         main_job.run(settings, echo=typer.echo)
-    except stack.StackError as exc:
+    except localstack.StackError as exc:
         _fail(f"afina demo: {exc}")
 
 
 @app.command("supervise", hidden=True)
 def supervise() -> None:
     """Run and restart the services in the foreground (what `afina up` starts in the background)."""
-    from services.system.supervisor import supervise as run
+    from control.supervisor.supervise import supervise as run
 
     run(Settings())
 
@@ -96,7 +98,7 @@ def _print_services(services) -> None:
         typer.echo(f"{'':<12} log {service.log}")
 
 
-def _print_parts(parts: list[stack.PartStatus]) -> None:
+def _print_parts(parts: list[localstack.PartStatus]) -> None:
     for part in parts:
         pid = f"pid {part.pid}" if part.pid else "-"
         typer.echo(f"{part.name:<8} {part.state:<10} {pid:<11} {'  '.join(part.addresses)}")
@@ -107,8 +109,8 @@ def _print_parts(parts: list[stack.PartStatus]) -> None:
 def stack_up() -> None:
     """Install (cached), start and health-check the local stack; reuse what already runs."""
     try:
-        parts = stack.up(Settings(), echo=typer.echo)
-    except stack.StackError as exc:
+        parts = localstack.up(Settings(), echo=typer.echo)
+    except localstack.StackError as exc:
         _fail(f"afina stack up: {exc}")
     _print_parts(parts)
 
@@ -116,20 +118,20 @@ def stack_up() -> None:
 @stack_app.command("init")
 def stack_init() -> None:
     """Create the contract topics, buckets and inbox notifications on running servers (idempotent)."""
-    stack.init(Settings())
+    localstack.init(Settings())
     typer.echo("topics, buckets and inbox notifications are in place")
 
 
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop the servers that `afina stack up` started (nothing else)."""
-    _print_stopped(stack.down(Settings()))
+    _print_stopped(localstack.down(Settings()))
 
 
 @stack_app.command("status")
 def stack_status() -> None:
     """Show each server of the local stack; exit 1 unless all are running and healthy."""
-    parts = stack.status(Settings())
+    parts = localstack.status(Settings())
     _print_parts(parts)
     _exit_unless_running(*parts)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from services.contracts import Settings
-from services.stack.process import ManagedProcess
+from control.localstack.process import ManagedProcess
 
 
 def client_env(settings: Settings) -> dict[str, str]:

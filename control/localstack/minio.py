@@ -14,7 +14,7 @@ from minio import Minio
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
 from services.contracts import Bucket, Settings, Topic
-from services.stack.process import ManagedProcess, require_tool, run_checked
+from control.localstack.process import ManagedProcess, require_tool, run_checked
 from services.storage import minio_client
 
 # The Go module proxy serves this commit (2026-02-12) of github.com/minio/minio; it

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from services.contracts import Settings
-from services.stack import kafka, minio, prefect
-from services.stack.process import ManagedProcess, StackError, free_port
+from control.localstack import kafka, minio, prefect
+from control.localstack.process import ManagedProcess, StackError, free_port
 
 __all__ = ["StackError", "PartStatus", "up", "down", "status", "init", "sibling_env"]
 
