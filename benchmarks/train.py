@@ -188,7 +188,7 @@ def fill_whole_blocks(docs: list[list[int]], unit: int) -> list[list[int]]:
 
 
 def write_parts(docs: list[list[int]], folder: Path, parts: int = 4) -> list[str]:
-    from services.normalizer.parts import to_parquet
+    from services.datasets.parts import to_parquet
 
     folder.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)

@@ -161,7 +161,7 @@ app.add_typer(datasets_app, name="datasets")
 @datasets_app.command("parts")
 def datasets_parts(source: str = typer.Option("", help="Only this source id.")) -> None:
     """List the stored parts and tombstones: key, chunks, tokens, language, tokenizer."""
-    from services.normalizer.listing import list_parts
+    from services.datasets.listing import list_parts
     from services.storage import minio_client
 
     rows = list_parts(minio_client(Settings()), source or None)
@@ -175,11 +175,11 @@ def datasets_parts(source: str = typer.Option("", help="Only this source id.")) 
 def datasets_list() -> None:
     """List the frozen snapshots: id, documents, train/eval tokens."""
     from services.storage import minio_client
-    from services.tuning import snapshot
+    from services.datasets import snapshots
 
     client = minio_client(Settings())
-    for snapshot_id in snapshot.list_ids(client):
-        info = snapshot.summary(snapshot.load(client, snapshot_id))
+    for snapshot_id in snapshots.list_ids(client):
+        info = snapshots.summary(snapshots.load(client, snapshot_id))
         typer.echo(f"{snapshot_id}  {info['created_at']}  {info['documents']:>5} documents  "
                    f"train {info['train_tokens']:>8} tokens  eval {info['eval_tokens']:>7} tokens")
 
@@ -188,12 +188,12 @@ def datasets_list() -> None:
 def datasets_show(snapshot_id: str) -> None:
     """Show one snapshot's manifest: its summary and every part with its split."""
     from services.storage import minio_client
-    from services.tuning import snapshot
+    from services.datasets import snapshots
 
-    found = snapshot.load(minio_client(Settings()), snapshot_id)
+    found = snapshots.load(minio_client(Settings()), snapshot_id)
     if found is None:
         _fail(f"no snapshot {snapshot_id}; `afina datasets list` shows them")
-    typer.echo(json.dumps(snapshot.summary(found), indent=2, default=str))
+    typer.echo(json.dumps(snapshots.summary(found), indent=2, default=str))
     for part in found.parts:
         typer.echo(f"{part.split:<5} {part.tokens:>7} tokens  {part.language:<4} {part.key}")
 

@@ -18,7 +18,7 @@ from control import supervisor
 from services.connector import drop
 from services.connector.inbox import source_id
 from services.contracts import Settings
-from services.normalizer.listing import list_parts
+from services.datasets.listing import has_version
 from services.storage import minio_client
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -32,7 +32,7 @@ def wait_normalized(settings: Settings, files: list[Path], echo: Callable[[str],
     deadline, shown = time.monotonic() + timeout_s, -1
     while waiting and time.monotonic() < deadline:
         for source, sha in list(waiting.items()):
-            if any(part.key.endswith(f"-{sha}.parquet") for part in list_parts(client, source)):
+            if has_version(client, source, sha):
                 del waiting[source]
         done = len(files) - len(waiting)
         if done != shown:

@@ -33,7 +33,8 @@ from services import registry
 from services.contracts import Bucket, Settings
 from services.lifecycle import is_transient
 from services.storage import minio_client, read_object
-from services.tuning import evaluate, gate, launch, lineage, promotion, report, snapshot
+from services.datasets import snapshots
+from services.tuning import evaluate, gate, launch, lineage, promotion, report
 from services.tuning.train import TrainConfig
 
 FLOW_NAME = "afina-tuning"
@@ -62,8 +63,8 @@ retried = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=on
 
 
 @task(**retried)
-def freeze_snapshot(settings: Settings) -> snapshot.Snapshot:
-    found = snapshot.freeze(minio_client(settings), settings.tuning_eval_percent)
+def freeze_snapshot(settings: Settings) -> snapshots.Snapshot:
+    found = snapshots.freeze(minio_client(settings), settings.tuning_eval_percent)
     get_run_logger().info(f"snapshot {found.id}: {len(found.parts)} documents, "
                           f"{found.train_tokens} train and {found.eval_tokens} eval tokens")
     return found
@@ -75,14 +76,14 @@ def fetch_version(settings: Settings, version: int) -> registry.LocalVersion:
 
 
 @task(**retried)
-def download_split(settings: Settings, frozen: snapshot.Snapshot, split: str, ours: str,
+def download_split(settings: Settings, frozen: snapshots.Snapshot, split: str, ours: str,
                    folder: Path) -> tuple[list[Path], list[str]]:
     """The split's parts tokenized with the base model's tokenizer (content hash ``ours``), and the
     keys of the others."""
     client = minio_client(settings)
     usable = frozen.model_copy(update={"parts": [p for p in frozen.parts if p.tokenizer.split(":")[-1] == ours]})
     excluded = [p.key for p in frozen.parts if p.split == split and p.tokenizer.split(":")[-1] != ours]
-    return snapshot.download(client, usable, split, folder), excluded
+    return snapshots.download(client, usable, split, folder), excluded
 
 
 # Training is retried once: a killed run (OOM, a restart) resumes from its checkpoint.
@@ -127,7 +128,7 @@ def gate_rules(settings: Settings) -> gate.GateRules:
                           min_qa_exact_match=settings.gate_min_qa_exact_match)
 
 
-def train_config(settings: Settings, champion: registry.LocalVersion, parts: list[Path], frozen: snapshot.Snapshot,
+def train_config(settings: Settings, champion: registry.LocalVersion, parts: list[Path], frozen: snapshots.Snapshot,
                  steps: int | None, learning_rate: float | None) -> TrainConfig:
     config = TrainConfig(
         base_model=champion.base, parts=[str(p) for p in parts], output="",
@@ -183,12 +184,12 @@ def tune(steps: int | None = None, learning_rate: float | None = None, force: bo
     ours = registry.load_tokenizer(client, champion.base_version)[1].split(":")[-1]
     train_parts, excluded = download_split(settings, frozen, "train", ours, run_parts)
     eval_parts, excluded_eval = download_split(settings, frozen, "eval", ours, run_parts)
-    create_markdown_artifact(report.snapshot_markdown(snapshot.summary(frozen), excluded + excluded_eval),
+    create_markdown_artifact(report.snapshot_markdown(snapshots.summary(frozen), excluded + excluded_eval),
                              key="snapshot", description=f"dataset snapshot {frozen.id}")
     if not train_parts or not eval_parts:
         raise ValueError(f"snapshot {frozen.id} has {len(train_parts)} train and {len(eval_parts)} eval parts "
                          "usable: both are needed (drop more documents)")
-    regression = snapshot.regression_set(client, frozen)
+    regression = snapshots.regression_set(client, frozen)
     regression_parts, _ = download_split(settings, regression, "eval", ours, run_parts)
     timings["snapshot"] = time.perf_counter() - clock
 
@@ -234,7 +235,7 @@ def _gate_scores(scores: evaluate.VersionScores) -> gate.Scores:
                        qa_exact_match=scores.qa.exact_match if scores.qa else None)
 
 
-def _skip(reason: str, frozen: snapshot.Snapshot, champion: int) -> TuningOutcome:
+def _skip(reason: str, frozen: snapshots.Snapshot, champion: int) -> TuningOutcome:
     get_run_logger().info(f"skipped: {reason}")
     create_markdown_artifact(f"# Gate decision\n\nSkipped: {reason}.", key="gate", description="nothing to train")
     return TuningOutcome(status="skipped", reason=reason, snapshot_id=frozen.id, champion=champion)

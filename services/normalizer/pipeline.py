@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from tokenizers import Tokenizer
 
 from services.contracts import RejectReason
-from services.normalizer import clean, language, parts, pii, quality
+from services.datasets import parts
+from services.normalizer import clean, language, pii, quality
 from services.normalizer.dedup import fingerprint_fields
 from services.normalizer.extract import Rejection, extract
 from services.normalizer.tokenize import chunk, count_tokens

@@ -10,7 +10,6 @@ used becomes a ``DocumentRejected`` with its reason; the stream keeps moving.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections import defaultdict
@@ -34,12 +33,12 @@ from services.contracts import (
 )
 from services.lifecycle import retry_forever, run_until_stopped
 from services.messaging import BATCH_POLL_MS, commit, kafka_broker, publish_event, read_record
-from services.normalizer import parts
+from services.datasets import parts
 from services.normalizer.dedup import DedupLog, Fingerprint
 from services.normalizer.extract import Rejection
 from services.normalizer.pipeline import Origin, Prepared, Tokenization
 from services.normalizer.worker import WorkerPool
-from services.storage import minio_client, read_object, stat_object
+from services.storage import minio_client, read_object
 
 log = logging.getLogger("afina.normalizer")
 
@@ -91,7 +90,7 @@ class Normalizer:
         if event.kind is ChangeKind.DELETED:
             key = parts.tombstone_key(event.source_id, event.occurred_at)
             await self._durably(lambda: asyncio.to_thread(
-                self._put, key, parts.tombstone(event.source_id, event.occurred_at), {}))
+                parts.store, self.s3, key, parts.tombstone(event.source_id, event.occurred_at)))
             await self._durably(lambda: self.dedup.forget(event.source_id))
             await self._announce(DocumentNormalized(source_id=event.source_id, sha256=None, part_key=key, deleted=True))
             DOCUMENTS.labels("deleted").inc()
@@ -106,9 +105,9 @@ class Normalizer:
         # yet: only a redelivery (claimed before) asks storage whether the part was written.
         stored = None
         if self.dedup.claimed(event.source_id, event.sha256):
-            stored = await self._durably(lambda: asyncio.to_thread(stat_object, self.s3, Bucket.DATASETS, key))
+            stored = await self._durably(lambda: asyncio.to_thread(parts.stored_info, self.s3, key))
         if stored is not None:  # redelivered after the part was written: announce it again, write nothing
-            await self._announce(self._normalized(event, key, parts.PartInfo.from_metadata(stored.metadata)))
+            await self._announce(self._normalized(event, key, stored))
             DOCUMENTS.labels("redelivered").inc()
             return
         try:
@@ -140,7 +139,7 @@ class Normalizer:
         if duplicate is not None:
             how = "the same text as" if duplicate.similarity == 1.0 else f"{duplicate.similarity:.0%} similar to"
             raise Rejection(RejectReason.DUPLICATE, f"{how} {duplicate.of}")
-        await self._durably(lambda: asyncio.to_thread(self._put, key, prepared.part, prepared.info.as_metadata()))
+        await self._durably(lambda: asyncio.to_thread(parts.store, self.s3, key, prepared.part, prepared.info))
         TOKENS.inc(prepared.info.tokens)
         return prepared.info
 
@@ -168,10 +167,6 @@ class Normalizer:
                     extra={"failed": len(failed), "error": repr(failed[0])})
         for event, _ in announced:
             await self._durably(lambda e=event: publish_event(self.broker, e, key=e.source_id))
-
-    def _put(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
-        self.s3.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data), metadata=metadata,
-                           content_type="application/vnd.apache.parquet" if key.endswith(".parquet") else "application/json")
 
     async def _durably(self, step: Callable[[], Awaitable[T]]) -> T:
         """A storage or publishing step, retried until it succeeds. The batch is not acknowledged

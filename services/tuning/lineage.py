@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 from services.tuning.gate import Decision
-from services.tuning.snapshot import Snapshot
+from services.datasets.snapshots import Snapshot
 from services.tuning.train import TrainConfig
 
 HYPERPARAMETERS_LEFT_OUT = {"base_model", "parts", "output", "continue_from"}  # paths of this machine

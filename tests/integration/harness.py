@@ -89,20 +89,17 @@ def put_text_part(client, source_id: str, when, texts: list[str], token_ids: lis
                   sha: str | None = None, language: str = "es") -> str:
     """Store a dataset part as the normalizer would (Parquet + PartInfo metadata); returns its key."""
     import hashlib
-    import io
 
-    from services.contracts import Bucket
-    from services.normalizer import parts
+    from services.datasets import parts
 
     sha = sha or hashlib.sha256("\n".join(texts).encode()).hexdigest()
     rows = [{"source_id": source_id, "sha256": sha, "chunk_index": i, "kind": "text", "text": text, "messages": None,
              "token_ids": ids, "n_tokens": len(ids), "language": language, "media_type": "text/plain",
              "tokenizer": tokenizer, "discovered_at": when, "normalized_at": when}
             for i, (text, ids) in enumerate(zip(texts, token_ids, strict=True))]
-    data = parts.to_parquet(rows)
     key = parts.part_key(source_id, when, sha)
-    info = parts.PartInfo(len(rows), sum(len(ids) for ids in token_ids), language, tokenizer)
-    client.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data), metadata=info.as_metadata())
+    parts.store(client, key, parts.to_parquet(rows),
+                parts.PartInfo(len(rows), sum(len(ids) for ids in token_ids), language, tokenizer))
     return key
 
 

@@ -25,7 +25,8 @@ from services.contracts import (
     Topic,
 )
 from services.messaging import kafka_broker, publish_event
-from services.normalizer import parts
+from services.datasets import parts
+from services.datasets.listing import list_parts
 from services.storage import minio_client
 from tests import corpus
 from tests.integration.harness import AFINA, EventLog, afina_service, ensure_champion_tokenizer, free_port
@@ -158,8 +159,7 @@ async def test_delete_writes_a_tombstone(local_stack, results, tmp_path):
         results.wait_for(lambda: len(outcome(results, source_id)) == 2)
     created, deleted = outcome(results, source_id)
     assert deleted.deleted and deleted.sha256 is None
-    keys = [o.object_name for o in minio_client(local_stack).list_objects(
-        Bucket.DATASETS, prefix=f"parts/{parts.source_key(source_id)}/", recursive=True)]
+    keys = [stored.key for stored in list_parts(minio_client(local_stack), source_id)]
     assert sorted(keys) == sorted([created.part_key, deleted.part_key])
     assert deleted.part_key.endswith("-deleted.json") and deleted.part_key > created.part_key  # newest last
     listed = subprocess.run([AFINA, "datasets", "parts", "--source", source_id], capture_output=True, text=True,
@@ -209,5 +209,5 @@ async def test_sigkill_mid_stream_loses_nothing_and_writes_nothing_twice(local_s
     for source_id in sent:
         kinds = {type(e).__name__ for e in outcome(results, source_id)}
         assert kinds == {"DocumentNormalized"}, f"{source_id}: {outcome(results, source_id)}"
-        stored = list(s3.list_objects(Bucket.DATASETS, prefix=f"parts/{parts.source_key(source_id)}/", recursive=True))
+        stored = list_parts(s3, source_id)
         assert len(stored) == 1, f"{source_id} has {len(stored)} parts"

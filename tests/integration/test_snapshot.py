@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import uuid
@@ -10,10 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.contracts import Bucket
-from services.normalizer import parts
+from services.datasets import parts
 from services.storage import minio_client
-from services.tuning import snapshot
+from services.datasets import snapshots
 from tests.integration.harness import AFINA, put_text_part
 
 pytestmark = pytest.mark.integration
@@ -31,22 +29,21 @@ def test_freeze_takes_newest_versions_drops_tombstones_and_keeps_splits(local_st
     write_part(client, f"snap{tag}:b.md", T0, "b" * 64, 20)
     newer = write_part(client, f"snap{tag}:b.md", T0 + timedelta(days=1), "c" * 64, 30)
     write_part(client, f"snap{tag}:gone.md", T0, "d" * 64, 40)
-    tombstone = parts.tombstone(f"snap{tag}:gone.md", T0 + timedelta(days=2))
-    client.put_object(Bucket.DATASETS, parts.tombstone_key(f"snap{tag}:gone.md", T0 + timedelta(days=2)),
-                      io.BytesIO(tombstone), len(tombstone))
+    gone_at = T0 + timedelta(days=2)
+    parts.store(client, parts.tombstone_key(f"snap{tag}:gone.md", gone_at), parts.tombstone(f"snap{tag}:gone.md", gone_at))
     ours = {parts.source_key(f"snap{tag}:{name}") for name in ("a.md", "b.md", "gone.md")}
 
-    first = snapshot.freeze(client, eval_percent=50)
+    first = snapshots.freeze(client, eval_percent=50)
     mine = {p.key: p for p in first.parts if p.source_key in ours}
     assert set(mine) == {kept, newer}  # b's newest version; gone.md is gone
     assert mine[newer].tokens == 30 and mine[newer].sha256 == "c" * 64
     assert first.train_tokens + first.eval_tokens == sum(p.tokens for p in first.parts)
 
-    again = snapshot.freeze(client, eval_percent=50)
+    again = snapshots.freeze(client, eval_percent=50)
     assert again == first  # nothing changed: the same immutable snapshot
 
     added = write_part(client, f"snap{tag}:new.md", T0, "e" * 64, 5)
-    second = snapshot.freeze(client, eval_percent=50)
+    second = snapshots.freeze(client, eval_percent=50)
     assert second.id != first.id and added in {p.key for p in second.parts}
     splits = {p.source_key: p.split for p in second.parts}
     assert all(splits[p.source_key] == p.split for p in first.parts)  # a document never changes side

@@ -21,7 +21,7 @@ from services.normalizer.dedup import (
     similarity,
 )
 from services.normalizer.extract import Rejection
-from services.normalizer.parts import part_key, read_parquet, to_parquet, tombstone_key
+from services.datasets.parts import part_key, read_parquet, to_parquet, tombstone_key
 from services.normalizer.tokenize import chunk
 from services.normalizer.pipeline import Origin, Tokenization, normalize, prepare
 from services.normalizer.worker import WorkerPool

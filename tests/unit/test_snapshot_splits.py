@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from services.tuning.snapshot import assign_splits
+from services.datasets.snapshots import assign_splits
 
 
 def keys(n: int) -> list[str]:

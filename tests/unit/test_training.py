@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from services.normalizer.parts import to_parquet
+from services.datasets.parts import to_parquet
 from services.tuning import tiny
 from services.tuning.train import TrainConfig, main
 

@@ -18,6 +18,10 @@ from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from minio import Minio
+
+from services.contracts import Bucket
+from services.storage import stat_object
 
 PREFIX = "parts"
 
@@ -62,6 +66,17 @@ def source_key(source_id: str) -> str:
     return hashlib.sha256(source_id.encode()).hexdigest()[:32]
 
 
+def source_key_of(key: str) -> str:
+    """The source key in a part's or tombstone's object key."""
+    return key.split("/")[1]
+
+
+def sha256_of(key: str) -> str | None:
+    """The document version's sha256 in a part's object key; None for a tombstone."""
+    name = key.rsplit("/", 1)[1]
+    return name.removesuffix(".parquet").rsplit("-", 1)[1] if name.endswith(".parquet") else None
+
+
 def _stamp(occurred_at: datetime) -> str:
     return occurred_at.strftime("%Y%m%dT%H%M%S%fZ")
 
@@ -93,3 +108,16 @@ def to_parquet(rows: list[dict]) -> bytes:
 
 def read_parquet(data: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(data))
+
+
+def stored_info(client: Minio, key: str) -> PartInfo | None:
+    """A stored part's PartInfo, from its metadata alone; None when the part is not there."""
+    stat = stat_object(client, Bucket.DATASETS, key)
+    return None if stat is None else PartInfo.from_metadata(stat.metadata)
+
+
+def store(client: Minio, key: str, data: bytes, info: PartInfo | None = None) -> None:
+    """Write a part (with its PartInfo as object metadata) or, with no info, a tombstone."""
+    client.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data),
+                      metadata=info.as_metadata() if info else {},
+                      content_type="application/vnd.apache.parquet" if info else "application/json")

@@ -24,7 +24,7 @@ from minio import Minio
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.contracts import Bucket
-from services.normalizer.listing import StoredPart, list_parts
+from services.datasets.listing import StoredPart, list_parts
 from services.storage import read_object
 
 PREFIX = "snapshots"
@@ -75,7 +75,7 @@ def current_parts(client: Minio, eval_percent: int, sticky_eval: set[str] = froz
     live = {k: p for k, p in sorted(newest.items()) if not p.tombstone}  # a tombstone: the document is gone
     sides = assign_splits(list(live), eval_percent, sticky_eval)
     return [
-        SnapshotPart(key=p.key, source_key=source_key, sha256=p.key.rsplit("-", 1)[1].removesuffix(".parquet"),
+        SnapshotPart(key=p.key, source_key=source_key, sha256=p.sha256,
                      tokens=p.info.tokens, chunks=p.info.chunks, language=p.info.language,
                      tokenizer=p.info.tokenizer, split=sides[source_key])
         for source_key, p in live.items()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from minio import Minio
 
 from services.contracts import Bucket
-from services.normalizer import parts
+from services.datasets import parts
 
 
 @dataclass(frozen=True)
@@ -17,14 +17,24 @@ class StoredPart:
 
     @property
     def source_key(self) -> str:
-        return self.key.split("/")[1]
+        return parts.source_key_of(self.key)
+
+    @property
+    def sha256(self) -> str | None:
+        """The document version it holds; None for a tombstone."""
+        return parts.sha256_of(self.key)
 
     @property
     def tombstone(self) -> bool:
-        return not self.key.endswith(".parquet")
+        return self.sha256 is None
 
 
 def list_parts(client: Minio, source_id: str | None = None) -> list[StoredPart]:
     prefix = f"{parts.PREFIX}/{parts.source_key(source_id)}/" if source_id else f"{parts.PREFIX}/"
     return [StoredPart(obj.object_name, parts.PartInfo.from_metadata(obj.metadata or {}))
             for obj in client.list_objects(Bucket.DATASETS, prefix=prefix, recursive=True, include_user_meta=True)]
+
+
+def has_version(client: Minio, source_id: str, sha256: str) -> bool:
+    """Whether this version of the document has a part."""
+    return any(stored.sha256 == sha256 for stored in list_parts(client, source_id))
