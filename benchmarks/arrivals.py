@@ -12,7 +12,8 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
-from services.contracts import EVENT_TOPICS, Event, Settings, Topic
+from services.contracts import EVENT_TOPICS, Event, Topic
+from services.settings import Settings
 
 POLL_EVERY_S = 0.25
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from arrivals import Arrivals
 from control import localstack
-from services.contracts import Bucket, Settings, Topic
+from services.contracts import Bucket, Topic
+from services.settings import Settings
 from services.storage import minio_client
 
 

@@ -34,7 +34,8 @@ from typing import NamedTuple
 from arrivals import Arrivals
 from control import localstack
 from services import media, registry
-from services.contracts import DocumentNormalized, Settings, Topic
+from services.contracts import DocumentNormalized, Topic
+from services.settings import Settings
 from services.normalizer.extract import Rejection, extract
 from services.normalizer.pipeline import normalize
 from services.normalizer.tokenize import chunk, count_tokens

@@ -31,7 +31,7 @@ import grpc
 from control import localstack
 
 from services import registry
-from services.contracts import Settings
+from services.settings import Settings
 from services.inference import client
 from services.inference.engine import Engine
 from services.inference.generation import Job, Result
@@ -89,7 +89,7 @@ def in_process_engine(settings: Settings, version: int) -> Engine:
 
     local = registry.fetch(minio_client(settings), version, settings.state_dir / "cache" / "models")
     engine = Engine(local.base, local.base_version, capacity=1, max_queue=1, max_batch=1, batch_wait_s=0,
-                    threads=settings.inference_torch_threads)
+                    threads=settings.inference.torch_threads)
 
     async def load() -> None:
         await engine.start()
@@ -192,7 +192,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="afina-bench-serve-"))
     engine = in_process_engine(settings, version)
     print(f"inference benchmark ({os.cpu_count()} cores), champion v{version}, {args.tokens} tokens per request, "
-          f"torch threads {settings.inference_torch_threads}")
+          f"torch threads {settings.inference.torch_threads}")
 
     with server(settings, work, max_batch=8) as address:
         with client.channel(address) as channel:

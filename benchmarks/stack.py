@@ -30,7 +30,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from control import localstack
-from services.contracts import ChangeKind, DocumentDiscovered, Settings, parse_event
+from services.contracts import ChangeKind, DocumentDiscovered, parse_event
+from services.settings import Settings
 from services.messaging import BATCH_POLL_MS, commit, kafka_broker, publish_event
 
 BATCH = 500

@@ -284,12 +284,13 @@ def main() -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from services.settings import TuningSettings
     from services.tuning.train import TrainConfig
 
     base = base_model(args.base)
     tokenizer = AutoTokenizer.from_pretrained(base)
     folder = Path(tempfile.mkdtemp(prefix="afina-bench-train-"))
-    defaults = TrainConfig(base_model=str(base), parts=[], output="")
+    defaults = TrainConfig.of(TuningSettings(), base_model=str(base), parts=[])
     length, per_step = defaults.sequence_length, defaults.micro_batch * defaults.gradient_accumulation
 
     train_docs = fill_whole_blocks(documents(tokenizer, args.docs, 1, length - 1), length * per_step)
@@ -319,7 +320,7 @@ def main() -> None:
           f"padded documents (the same real tokens per step, on average)")
     print(flush=True)
 
-    afina_config = TrainConfig(base_model=str(base), parts=parts, output="", steps=steps)
+    afina_config = defaults.model_copy(update={"parts": parts, "steps": steps})
     naive_config = {"base_model": str(base), "parts": parts, "output": "", "epochs": epochs,
                     "micro_batch": defaults.micro_batch, "gradient_accumulation": accumulation,
                     "sequence_length": length, "learning_rate": defaults.learning_rate,

@@ -12,7 +12,7 @@ from control import localstack
 
 from services import logs
 from control.localstack.prefect import use_server
-from services.contracts import Settings
+from services.settings import Settings
 
 app = typer.Typer(help="afina: continuous fine-tuning from the documents a company keeps producing.", no_args_is_help=True)
 stack_app = typer.Typer(help="The local stack: Kafka, MinIO and Prefect as real servers, no Docker.", no_args_is_help=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from control import supervisor
 from services.connector import drop
 from services.connector.inbox import source_id
-from services.contracts import Settings
+from services.settings import Settings
 from services.datasets.listing import has_version
 from services.storage import minio_client
 
@@ -51,14 +51,14 @@ def ask(settings: Settings, question: str, want_version: int, timeout_s: float =
     from services.inference import client
 
     deadline = time.monotonic() + timeout_s
-    with client.channel(settings.inference_address, ca=settings.inference_tls_cert) as channel:
+    with client.channel(settings.inference.address, ca=settings.inference.tls_cert) as channel:
         stub = client.pb_grpc.InferenceServiceStub(channel)
         while True:
             try:
                 # sampled with a fixed seed: the same answer every time, and the tiny model's greedy answer is often empty
                 answer = stub.Generate(client.request(chat=[("user", question)], max_new_tokens=48, temperature=0.7,
                                                       top_k=40, seed=7),
-                                       timeout=60, metadata=client.metadata(settings.inference_token))
+                                       timeout=60, metadata=client.metadata(settings.inference.token))
                 if answer.model_version == want_version or time.monotonic() > deadline:
                     return answer
             except grpc.RpcError as exc:
@@ -94,7 +94,7 @@ def run(settings: Settings, echo: Callable[[str], None] = print) -> None:
     echo(f"\nafina is running ({time.perf_counter() - started:.0f} s):")
     echo(f"  Prefect UI      {settings.prefect_api_url.removesuffix('/api')}")
     echo(f"  MinIO console   http://127.0.0.1:{settings.s3_console_port}  (login {settings.s3_access_key})")
-    echo(f"  gRPC inference  {settings.inference_address}  e.g. .venv/bin/afina generate --chat \"{QUESTION}\"")
+    echo(f"  gRPC inference  {settings.inference.address}  e.g. .venv/bin/afina generate --chat \"{QUESTION}\"")
     echo("Drop more files:  .venv/bin/afina drop FILE...   (or copy them into "
          f"{settings.inbox_dir}, or upload to the MinIO bucket 'inbox')")
     echo("Tune now:         .venv/bin/afina tune        (the deployment also runs nightly)")

@@ -30,7 +30,8 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import BaseModel
 
 from services import registry
-from services.contracts import Bucket, Settings
+from services.contracts import Bucket
+from services.settings import Settings
 from services.lifecycle import is_transient
 from services.storage import minio_client, read_object
 from services.datasets import snapshots
@@ -64,7 +65,7 @@ retried = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=on
 
 @task(**retried)
 def freeze_snapshot(settings: Settings) -> snapshots.Snapshot:
-    found = snapshots.freeze(minio_client(settings), settings.tuning_eval_percent)
+    found = snapshots.freeze(minio_client(settings), settings.tuning.eval_percent)
     get_run_logger().info(f"snapshot {found.id}: {len(found.parts)} documents, "
                           f"{found.train_tokens} train and {found.eval_tokens} eval tokens")
     return found
@@ -101,12 +102,12 @@ def score(settings: Settings, base: str, adapter: Path | None, eval_parts: list[
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    regression = (evaluate.read_texts(settings.tuning_regression_file) if settings.tuning_regression_file
+    regression = (evaluate.read_texts(settings.tuning.regression_file) if settings.tuning.regression_file
                   else evaluate.texts_of_parts(regression_parts, tokenizer))
-    qa = evaluate.read_qa(settings.tuning_qa_file) if settings.tuning_qa_file else []
+    qa = evaluate.read_qa(settings.tuning.qa_file) if settings.tuning.qa_file else []
     model = evaluate.load_model(base, adapter)
     return evaluate.score_version(model, tokenizer, evaluate.texts_of_parts(eval_parts, tokenizer), regression, qa,
-                                  settings.tuning_sequence_length)
+                                  settings.tuning.sequence_length)
 
 
 @task(**retried)
@@ -122,22 +123,12 @@ def promote(settings: Settings, version: int) -> None:
     get_run_logger().info(f"v{event.version} is the champion (previous v{event.previous_version}); ModelPromoted sent")
 
 
-def gate_rules(settings: Settings) -> gate.GateRules:
-    return gate.GateRules(min_relative_gain=settings.gate_min_relative_gain, max_regression=settings.gate_max_regression,
-                          max_eval_perplexity=settings.gate_max_eval_perplexity,
-                          min_qa_exact_match=settings.gate_min_qa_exact_match)
-
-
 def train_config(settings: Settings, champion: registry.LocalVersion, parts: list[Path], frozen: snapshots.Snapshot,
                  steps: int | None, learning_rate: float | None) -> TrainConfig:
-    config = TrainConfig(
-        base_model=champion.base, parts=[str(p) for p in parts], output="",
-        continue_from=str(champion.adapter) if settings.tuning_continue and champion.adapter else None,
-        sequence_length=settings.tuning_sequence_length, micro_batch=settings.tuning_micro_batch,
-        gradient_accumulation=settings.tuning_gradient_accumulation, steps=steps or settings.tuning_steps,
-        learning_rate=learning_rate or settings.tuning_learning_rate, lora_r=settings.tuning_lora_r,
-        lora_alpha=2 * settings.tuning_lora_r, checkpoint_every=settings.tuning_checkpoint_every,
-    )
+    overrides = {k: v for k, v in (("steps", steps), ("learning_rate", learning_rate)) if v}
+    config = TrainConfig.of(settings.tuning, base_model=champion.base, parts=[str(p) for p in parts],
+                            continue_from=str(champion.adapter) if settings.tuning.continue_training and champion.adapter
+                            else None, **overrides)
     # The run's folder is named by what it trains, so a run cut short is resumed by the next one.
     recipe = hashlib.sha256(config.model_dump_json(exclude={"parts", "output"}).encode()).hexdigest()[:10]
     run = settings.state_dir / "runs" / f"{frozen.id}-from-v{champion.version}-{recipe}"
@@ -210,13 +201,13 @@ def tune(steps: int | None = None, learning_rate: float | None = None, force: bo
     create_table_artifact(report.eval_table(candidate_scores, champion_scores), key="eval",
                           description=f"candidate against champion v{champion_version} on the same data")
 
-    decision = gate.decide(_gate_scores(candidate_scores), _gate_scores(champion_scores), gate_rules(settings))
+    decision = gate.decide(_gate_scores(candidate_scores), _gate_scores(champion_scores), settings.gate)
     version = registry.next_version(client)
     create_markdown_artifact(report.gate_markdown(decision, version, champion_version), key="gate",
                              description="promote or not, and why")
     card = lineage.model_card(
         version=version, parent_version=champion_version, base_version=champion.base_version,
-        base_model=str(champion.card.get("base_model", settings.base_model)), snapshot=frozen, config=config,
+        base_model=str(champion.card.get("base_model", settings.tuning.base_model)), snapshot=frozen, config=config,
         training=training, metrics=report.metrics(candidate_scores), champion_metrics=report.metrics(champion_scores),
         decision=decision, timings=timings, flow_run_id=str(runtime.flow_run.id) if runtime.flow_run.id else None)
     register(settings, card, champion.base_version, adapter)
@@ -245,6 +236,6 @@ def serve(settings: Settings) -> None:
     """Serve the deployment: scheduled runs on the cron schedule, and runs asked for from the UI."""
     from prefect.schedules import Cron
 
-    tune.serve(name=DEPLOYMENT_NAME, schedules=[Cron(settings.tuning_schedule, timezone=settings.tuning_timezone)],
+    tune.serve(name=DEPLOYMENT_NAME, schedules=[Cron(settings.tuning.schedule, timezone=settings.tuning.timezone)],
                description="Fine-tune, evaluate, gate and promote on the newest dataset snapshot.",
                tags=["afina"], limit=1)

@@ -18,10 +18,10 @@ from services.contracts import (
     Event,
     InvalidEvent,
     RejectReason,
-    Settings,
     Topic,
     parse_event,
 )
+from services.settings import Settings
 
 TOPIC_OF_EVENT: dict[type[Event], Topic] = {model: topic for topic, model in EVENT_TOPICS.items()}
 # A batch subscriber's poll timeout (``batch_timeout_ms``). FastStream sleeps as long again after an

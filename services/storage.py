@@ -5,7 +5,7 @@ from __future__ import annotations
 from minio import Minio
 from minio.error import S3Error
 
-from services.contracts import Settings
+from services.settings import Settings
 
 
 def minio_client(settings: Settings) -> Minio:

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from control import localstack
-from services.contracts import Settings
+from services.settings import Settings
 from control.localstack.prefect import use_server
 
 use_server(Settings())  # before anything imports Prefect

@@ -15,28 +15,13 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from services.contracts import Settings, Topic
+from services.contracts import TOPICS
+from services.settings import Settings
 from control.localstack.process import ManagedProcess, StackError, require_tool, run_checked
 
 KAFKA_VERSION = "4.3.1"
 LOG4J_VERSION = "2.26.1"
 SLF4J_VERSION = "2.0.17"  # Kafka's own pin is 1.7, which the log4j2 binding does not serve
-
-# Document topics are keyed by source id and consumed by a group of normalizers:
-# their partition count is the normalizer's maximum useful parallelism.
-TOPIC_PARTITIONS = {
-    Topic.DOCUMENTS_DISCOVERED: 6,
-    Topic.DOCUMENTS_NORMALIZED: 6,
-    Topic.DOCUMENTS_REJECTED: 3,
-    Topic.INBOX_NOTIFICATIONS: 3,
-    Topic.MODELS_PROMOTED: 1,
-    Topic.CONNECTOR_INDEX: 3,
-    Topic.DEDUP_SIGNATURES: 1,  # one partition: its order decides which of two duplicates came first
-}
-TOPIC_CONFIGS = {
-    Topic.CONNECTOR_INDEX: {"cleanup.policy": "compact"},
-    Topic.DEDUP_SIGNATURES: {"cleanup.policy": "compact"},
-}
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -126,9 +111,9 @@ def create_topics(settings: Settings) -> None:
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name=str(topic), num_partitions=partitions, replication_factor=1,
-                     topic_configs=TOPIC_CONFIGS.get(topic, {}))
-            for topic, partitions in TOPIC_PARTITIONS.items()
+            NewTopic(name=str(topic), num_partitions=spec.partitions, replication_factor=1,
+                     topic_configs={"cleanup.policy": "compact"} if spec.compacted else {})
+            for topic, spec in TOPICS.items()
             if str(topic) not in existing
         ]
         if missing:

@@ -13,7 +13,8 @@ import httpx
 from minio import Minio
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
-from services.contracts import Bucket, Settings, Topic
+from services.contracts import Bucket, Topic
+from services.settings import Settings
 from control.localstack.process import ManagedProcess, require_tool, run_checked
 from services.storage import minio_client
 

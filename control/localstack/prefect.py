@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from services.contracts import Settings
+from services.settings import Settings
 from control.localstack.process import ManagedProcess
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from services.contracts import Settings
+from services.settings import Settings
 from control.localstack import kafka, minio, prefect
 from control.localstack.process import ManagedProcess, StackError, free_port
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from control import localstack
-from services.contracts import Settings
+from services.settings import Settings
 from control.localstack.process import ManagedProcess, StackError
 from control.supervisor import supervise
 
@@ -34,14 +34,10 @@ class ServiceStatus:
     log: str
 
 
-def _inference_port(settings: Settings) -> int:
-    return int(settings.inference_address.rsplit(":", 1)[1])
-
-
 def _address(settings: Settings, spec: supervise.ServiceSpec) -> str:
     metrics = f"metrics http://127.0.0.1:{spec.metrics_port}/metrics" if spec.metrics_port else ""
-    where = {"connector": f"inbox {settings.inbox_dir}", "inference": f"grpc {settings.inference_address}",
-             "tuning-flow": f"deployment afina-tuning/scheduled, cron '{settings.tuning_schedule}'"}
+    where = {"connector": f"inbox {settings.inbox_dir}", "inference": f"grpc {settings.inference.address}",
+             "tuning-flow": f"deployment afina-tuning/scheduled, cron '{settings.tuning.schedule}'"}
     return "  ".join(part for part in (where.get(spec.name, ""), metrics) if part)
 
 
@@ -52,7 +48,7 @@ def _healthy(settings: Settings, spec: supervise.ServiceSpec) -> bool:
             import grpc
             from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-            with grpc.insecure_channel(settings.inference_address) as channel:
+            with grpc.insecure_channel(settings.inference.address) as channel:
                 answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
             return answer.status == health_pb2.HealthCheckResponse.SERVING
         port = spec.metrics_port
@@ -64,7 +60,7 @@ def _healthy(settings: Settings, spec: supervise.ServiceSpec) -> bool:
 def _supervisor(settings: Settings) -> ManagedProcess:
     ports = [spec.metrics_port for spec in supervise.services(settings) if spec.metrics_port]
     return ManagedProcess(
-        name="supervisor", state_dir=settings.state_dir, port=_inference_port(settings),
+        name="supervisor", state_dir=settings.state_dir, port=settings.inference.port,
         health=lambda: all(s.state == "running" for s in status(settings)), extra_ports=tuple(ports),
     )
 

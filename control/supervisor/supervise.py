@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.contracts import Settings
+from services.settings import Settings
 from services.lifecycle import FIRST_DELAY_S, MAX_DELAY_S
 
 STABLE_S = 60  # up this long: the next crash starts the back-off over
@@ -37,11 +37,11 @@ def services(settings: Settings) -> list[ServiceSpec]:
     """What `afina up` runs. Normalizer replicas share a consumer group; each its own metrics port."""
     normalizers = []
     for i in range(NORMALIZER_REPLICAS):
-        port = settings.normalizer_metrics_port + 2 * i if settings.normalizer_metrics_port else 0
+        port = settings.normalizer.metrics_port + 2 * i if settings.normalizer.metrics_port else 0
         normalizers.append(ServiceSpec(f"normalizer-{i + 1}", ["normalizer"], port,
                                        {"AFINA_NORMALIZER_METRICS_PORT": str(port)}))
-    return [ServiceSpec("connector", ["connector"], settings.connector_metrics_port), *normalizers,
-            ServiceSpec("inference", ["serve"], settings.inference_metrics_port),
+    return [ServiceSpec("connector", ["connector"], settings.connector.metrics_port), *normalizers,
+            ServiceSpec("inference", ["serve"], settings.inference.metrics_port),
             ServiceSpec("tuning-flow", ["flows", "serve"])]
 
 

@@ -2,7 +2,7 @@
 
 from services import logs
 from services.connector.service import run
-from services.contracts import Settings
+from services.settings import Settings
 
 logs.configure("connector")
 run(Settings())

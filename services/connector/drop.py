@@ -7,7 +7,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from services.contracts import Bucket, Settings
+from services.contracts import Bucket
+from services.settings import Settings
 from services.storage import minio_client
 
 

@@ -14,7 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
-from services.contracts import ChangeKind, IndexEntry, Settings, Topic
+from services.contracts import ChangeKind, IndexEntry, Topic
+from services.settings import Settings
 from services.lifecycle import retry_forever
 
 

@@ -38,9 +38,9 @@ from services.contracts import (
     DocumentRejected,
     IndexEntry,
     RejectReason,
-    Settings,
     Topic,
 )
+from services.settings import Settings
 from services.messaging import kafka_broker, publish_event
 from services.storage import minio_client, stat_object
 
@@ -83,14 +83,14 @@ class Connector:
         self.s3 = minio_client(settings)
         self.broker = kafka_broker(settings, "afina-connector")
         self.index: dict[str, IndexEntry] = {}
-        self.io = ThreadPoolExecutor(settings.connector_workers, thread_name_prefix="connector-io")
+        self.io = ThreadPoolExecutor(settings.connector.workers, thread_name_prefix="connector-io")
         self.files: Scheduler[str] = Scheduler(
-            self.sync_file, settings.connector_workers, log, on_error=lambda *_: ERRORS.labels("folder").inc()
+            self.sync_file, settings.connector.workers, log, on_error=lambda *_: ERRORS.labels("folder").inc()
         )
         self.objects: Scheduler[str] = Scheduler(
-            self.sync_object, settings.connector_workers, log, on_error=lambda *_: ERRORS.labels("bucket").inc()
+            self.sync_object, settings.connector.workers, log, on_error=lambda *_: ERRORS.labels("bucket").inc()
         )
-        if settings.connector_watch_bucket:
+        if settings.connector.watch_bucket:
             self.broker.subscriber(
                 Topic.INBOX_NOTIFICATIONS, group_id="afina-connector", auto_offset_reset="latest"
             )(self.on_notification)
@@ -118,7 +118,7 @@ class Connector:
             if _same_version(previous, version, stat.st_size):
                 return UNCHANGED
             modified = datetime.fromtimestamp(stat.st_mtime, UTC)
-            if stat.st_size > self.settings.connector_max_file_bytes:
+            if stat.st_size > self.settings.connector.max_file_bytes:
                 return Observed(stat.st_size, version, modified)
             sha, size, head = sha256_of(file, media.HEAD_BYTES)
             FILES_SEEN.labels("folder").inc()
@@ -172,7 +172,7 @@ class Connector:
                     return CLOSED_DELAY_S
             except OSError:
                 return CLOSED_DELAY_S
-        return self.settings.connector_settle_s
+        return self.settings.connector.settle_s
 
     def _touch_folder(self, rel_dir: str, what: str) -> None:
         """A folder appeared or went away: files inside it may send no events of their own."""
@@ -183,7 +183,7 @@ class Connector:
                     self.files.touch(sid.removeprefix(self.folder_prefix), 0)
         if what in ("created", "moved_in"):
             for rel in walk(self.root / rel_dir):
-                self.files.touch(f"{rel_dir}/{rel}", self.settings.connector_settle_s)
+                self.files.touch(f"{rel_dir}/{rel}", self.settings.connector.settle_s)
 
     # ---- the bucket ---------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ class Connector:
         if _same_version(previous, etag, stat.size):
             return UNCHANGED
         modified = stat.last_modified or datetime.now(UTC)
-        if stat.size > self.settings.connector_max_file_bytes:
+        if stat.size > self.settings.connector.max_file_bytes:
             return Observed(stat.size, etag, modified)
         # Spool while hashing: a ZIP container's type is read from its end. Bounded memory.
         with tempfile.SpooledTemporaryFile(max_size=PART_SIZE) as spool:
@@ -246,7 +246,7 @@ class Connector:
             entry = IndexEntry(size=observed.size, version=observed.version, rejected=True)
             if previous == entry:
                 return
-            limit = self.settings.connector_max_file_bytes
+            limit = self.settings.connector.max_file_bytes
             await publish_event(self.broker, DocumentRejected(
                 source_id=sid, reason=RejectReason.TOO_LARGE, stage="connector",
                 message=f"the file has {observed.size} bytes, over the limit of {limit} bytes "
@@ -277,7 +277,7 @@ class Connector:
             self.files.touch(rel, 0)
         for sid in self._known(self.folder_prefix) - present.keys():
             self.files.touch(sid.removeprefix(self.folder_prefix), 0)
-        if not self.settings.connector_watch_bucket:
+        if not self.settings.connector.watch_bucket:
             return
         objects = await self._in_thread(
             lambda: {o.object_name: o for o in self.s3.list_objects(Bucket.INBOX, recursive=True)}
@@ -299,10 +299,10 @@ class Connector:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.settings.connector_metrics_port:
-            start_http_server(self.settings.connector_metrics_port, addr="127.0.0.1")
+        if self.settings.connector.metrics_port:
+            start_http_server(self.settings.connector.metrics_port, addr="127.0.0.1")
         await retry_forever(self.broker.start, "connecting to Kafka", log, cleanup=self.broker.stop)
-        prefixes = (self.folder_prefix, BUCKET_PREFIX) if self.settings.connector_watch_bucket else (self.folder_prefix,)
+        prefixes = (self.folder_prefix, BUCKET_PREFIX) if self.settings.connector.watch_bucket else (self.folder_prefix,)
         self.index = await index.load_when_available(self.settings, prefixes, log)
         workers = await self.files.start() + await self.objects.start()
         observer = Observer()
@@ -311,9 +311,9 @@ class Connector:
         try:
             await self.reconcile()
             log.info("connector ready", extra={"inbox": str(self.root), "indexed": len(self.index),
-                                               "bucket": self.settings.connector_watch_bucket})
+                                               "bucket": self.settings.connector.watch_bucket})
             while True:
-                await asyncio.sleep(self.settings.connector_rescan_s)
+                await asyncio.sleep(self.settings.connector.rescan_s)
                 await self.reconcile()
         finally:
             observer.stop()

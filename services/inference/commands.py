@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from services import logs
-from services.contracts import Settings
+from services.settings import Settings
 
 FINISH = {1: "end of text", 2: "stop sequence", 3: "length"}
 
@@ -43,13 +43,13 @@ def generate(
     from services.inference import client
 
     settings = Settings()
-    ca = ca or settings.inference_tls_cert
+    ca = ca or settings.inference.tls_cert
     request = client.request(prompt, chat=[("user", prompt)] if chat else None, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stop or None,
                              model_version=version)
-    with client.channel(address or settings.inference_address, ca=ca) as channel:
+    with client.channel(address or settings.inference.address, ca=ca) as channel:
         stub = client.pb_grpc.InferenceServiceStub(channel)
-        call = dict(timeout=timeout, metadata=client.metadata(settings.inference_token))
+        call = dict(timeout=timeout, metadata=client.metadata(settings.inference.token))
         try:
             if stream:
                 for message in stub.GenerateStream(request, **call):

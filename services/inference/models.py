@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.contracts import Settings
+from services.settings import Settings
 from services.inference import metrics
 from services.inference.engine import Engine
 from services.registry import LocalVersion
@@ -156,9 +156,9 @@ class Models:
 
     async def _start_engine(self, local: LocalVersion) -> Engine:
         s = self.settings
-        engine = Engine(local.base, local.base_version, capacity=s.inference_loaded_versions,
-                        max_queue=s.inference_max_queue, max_batch=s.inference_max_batch,
-                        batch_wait_s=s.inference_batch_wait_ms / 1000, threads=s.inference_torch_threads)
+        engine = Engine(local.base, local.base_version, capacity=s.inference.loaded_versions,
+                        max_queue=s.inference.max_queue, max_batch=s.inference.max_batch,
+                        batch_wait_s=s.inference.batch_wait_ms / 1000, threads=s.inference.torch_threads)
         await engine.start()
         self.engines[local.base_version] = engine
         return engine

@@ -27,7 +27,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from services import registry
-from services.contracts import InvalidEvent, ModelPromoted, Settings, Topic, parse_event
+from services.contracts import InvalidEvent, ModelPromoted, Topic, parse_event
+from services.settings import Settings
 from services.inference import metrics, stubs
 from services.inference.batching import QueueFull
 from services.inference.generation import Finish, Job, Result
@@ -115,7 +116,7 @@ class Call:
 class Servicer(pb_grpc.InferenceServiceServicer):
     def __init__(self, settings: Settings, models: Models) -> None:
         self.models = models
-        self.limits = Limits(settings.inference_max_new_tokens, settings.inference_max_prompt_tokens)
+        self.limits = Limits(settings.inference.max_new_tokens, settings.inference.max_prompt_tokens)
 
     async def Generate(self, request, context):
         async with self._answering("Generate", context), self._call(request, context, stream=False) as call:
@@ -262,7 +263,7 @@ def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    cert, key = settings.inference_tls_cert, settings.inference_tls_key
+    cert, key = settings.inference.tls_cert, settings.inference.tls_key
     if (cert is None) != (key is None):
         raise ValueError("AFINA_INFERENCE_TLS_CERT and AFINA_INFERENCE_TLS_KEY go together: set both or neither")
     if cert is None:
@@ -288,7 +289,7 @@ class InferenceService:
         self.started_at = datetime.now(UTC)
 
     def build_server(self) -> tuple[grpc.aio.Server, int]:
-        token = self.settings.inference_token
+        token = self.settings.inference.token
         server = grpc.aio.server(
             interceptors=[BearerToken(token)] if token else [],
             options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
@@ -299,7 +300,7 @@ class InferenceService:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection([SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         credentials = server_credentials(self.settings)
-        address = self.settings.inference_address
+        address = self.settings.inference.address
         port = (server.add_secure_port(address, credentials) if credentials
                 else server.add_insecure_port(address))
         return server, port
@@ -323,7 +324,7 @@ class InferenceService:
         log.info("inference serving", extra={"version": self.models.champion})
         while True:
             try:
-                await asyncio.wait_for(self._promoted.wait(), self.settings.inference_alias_check_s)
+                await asyncio.wait_for(self._promoted.wait(), self.settings.inference.alias_check_s)
             except TimeoutError:
                 pass
             self._promoted.clear()
@@ -338,15 +339,15 @@ class InferenceService:
 
     async def run(self) -> None:
         self._promoted = asyncio.Event()
-        if self.settings.inference_metrics_port:
-            start_http_server(self.settings.inference_metrics_port, addr="127.0.0.1")
+        if self.settings.inference.metrics_port:
+            start_http_server(self.settings.inference.metrics_port, addr="127.0.0.1")
         for name in ("", SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         server, port = self.build_server()
         await server.start()
-        log.info("inference listening", extra={"address": self.settings.inference_address, "port": port,
-                                                "tls": self.settings.inference_tls_cert is not None,
-                                                "auth": bool(self.settings.inference_token)})
+        log.info("inference listening", extra={"address": self.settings.inference.address, "port": port,
+                                                "tls": self.settings.inference.tls_cert is not None,
+                                                "auth": bool(self.settings.inference.token)})
         tasks = [asyncio.create_task(self._serve_champion()), asyncio.create_task(self._listen())]
         try:
             await asyncio.Event().wait()  # until SIGTERM or SIGINT cancels this

@@ -1,7 +1,7 @@
 """python -m services.normalizer: run a normalizer replica with the settings from the environment."""
 
 from services import logs
-from services.contracts import Settings
+from services.settings import Settings
 from services.normalizer.service import run
 
 logs.configure("normalizer")

@@ -26,7 +26,8 @@ from datasketch import MinHash
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict
 
-from services.contracts import Settings, Topic
+from services.contracts import Topic
+from services.settings import Settings
 
 NUM_PERM = 128
 BANDS, ROWS = 16, 8  # 16 bands of 8 rows: candidates from ~0.7 Jaccard, then checked against 0.8

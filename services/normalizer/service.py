@@ -28,9 +28,9 @@ from services.contracts import (
     DocumentNormalized,
     DocumentRejected,
     RejectReason,
-    Settings,
     Topic,
 )
+from services.settings import Settings
 from services.lifecycle import retry_forever, run_until_stopped
 from services.messaging import BATCH_POLL_MS, commit, kafka_broker, publish_event, read_record
 from services.datasets import parts
@@ -58,12 +58,11 @@ class Normalizer:
         self.broker = kafka_broker(settings, "afina-normalizer")
         self.dedup = DedupLog(settings, self.broker)
         self.pool: WorkerPool | None = None  # started once the tokenizer is known
-        self.pii_kinds = tuple(k.strip() for k in settings.normalizer_redact.split(",") if k.strip())
         self._unconfirmed: list[tuple[DocumentNormalized | DocumentRejected, asyncio.Future]] = []
         # A batch may take long (every document up to its time limit): stay in the group meanwhile.
-        worst_batch_s = settings.normalizer_batch * settings.normalizer_timeout_s / settings.normalizer_workers
+        worst_batch_s = settings.normalizer.batch * settings.normalizer.timeout_s / settings.normalizer.workers
         self.broker.subscriber(
-            Topic.DOCUMENTS_DISCOVERED, group_id=GROUP, batch=True, max_records=settings.normalizer_batch,
+            Topic.DOCUMENTS_DISCOVERED, group_id=GROUP, batch=True, max_records=settings.normalizer.batch,
             auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL,
             batch_timeout_ms=BATCH_POLL_MS,
             max_poll_interval_ms=int(max(300, worst_batch_s + 60) * 1000),
@@ -132,7 +131,7 @@ class Normalizer:
         origin = Origin(event.source_id, event.sha256, event.media_type, event.occurred_at)
         # the worker returns the finished part: tokenized and written out in case it is kept (a
         # duplicate's is dropped), so this process only moves bytes and the workers use both cores
-        prepared: Prepared = await self.pool.run(data, origin, self.pii_kinds)
+        prepared: Prepared = await self.pool.run(data, origin, self.settings.normalizer.pii_kinds)
         fingerprint = Fingerprint(source_id=event.source_id, sha256=event.sha256, exact=prepared.exact_hash,
                                   minhash=prepared.minhash)
         duplicate = await self._durably(lambda: self.dedup.claim(fingerprint))
@@ -184,13 +183,13 @@ class Normalizer:
 
         tokenizer, name = await retry_forever(champion_tokenizer, "loading the tokenizer", log)
         log.info("tokenizer loaded", extra={"tokenizer": name})
-        return Tokenization(tokenizer, name, self.settings.normalizer_max_chunk_tokens)
+        return Tokenization(tokenizer, name, self.settings.normalizer.max_chunk_tokens)
 
     async def run(self) -> None:
-        if self.settings.normalizer_metrics_port:
-            start_http_server(self.settings.normalizer_metrics_port, addr="127.0.0.1")
-        self.pool = WorkerPool(self.settings.normalizer_workers, self.settings.normalizer_timeout_s,
-                               self.settings.normalizer_memory_mb << 20, await self.champion_tokenization())
+        if self.settings.normalizer.metrics_port:
+            start_http_server(self.settings.normalizer.metrics_port, addr="127.0.0.1")
+        self.pool = WorkerPool(self.settings.normalizer.workers, self.settings.normalizer.timeout_s,
+                               self.settings.normalizer.memory_mb << 20, await self.champion_tokenization())
 
         async def connect() -> None:
             await self.broker.connect()
@@ -203,7 +202,7 @@ class Normalizer:
 
         await self.pool.start()
         await retry_forever(connect, "connecting to Kafka", log, cleanup=disconnect)
-        log.info("normalizer ready", extra={"group": GROUP, "workers": self.settings.normalizer_workers})
+        log.info("normalizer ready", extra={"group": GROUP, "workers": self.settings.normalizer.workers})
         try:
             await asyncio.Event().wait()
         finally:

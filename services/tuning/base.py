@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services import registry
-from services.contracts import Settings
+from services.settings import Settings
 from services.storage import minio_client
 from services.tuning import tiny
 
@@ -19,7 +19,7 @@ def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
     if current is not None:
         echo(f"the registry already has a champion: version {current}")
         return current
-    if settings.base_model == tiny.NAME:
+    if settings.tuning.base_model == tiny.NAME:
         folder = settings.state_dir / "models" / tiny.NAME
         if (folder / "model.safetensors").exists():
             summary = {"base_model": tiny.NAME, "reused": str(folder)}
@@ -33,12 +33,12 @@ def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
         # the registry records the reference and keeps the tokenizer the normalizer needs.
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(settings.base_model)
+        tokenizer = AutoTokenizer.from_pretrained(settings.tuning.base_model)
         with tempfile.TemporaryDirectory() as folder:
             tokenizer.save_pretrained(folder)
             tokenizer_json = (Path(folder) / "tokenizer.json").read_bytes()
-        registry.register_version(client, 0, {"version": 0, "kind": "base", "base_model": settings.base_model},
+        registry.register_version(client, 0, {"version": 0, "kind": "base", "base_model": settings.tuning.base_model},
                                   tokenizer_json)
     registry.set_alias(client, registry.CHAMPION, 0)
-    echo(f"registered {settings.base_model} as version 0, the champion")
+    echo(f"registered {settings.tuning.base_model} as version 0, the champion")
     return 0

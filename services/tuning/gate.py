@@ -1,15 +1,13 @@
-"""The gate: promote a candidate only when it beats the champion, and say why either way."""
+"""The gate: promote a candidate only when it beats the champion, and say why either way.
+
+Its rules are the operator's ``GateSettings`` (``AFINA_GATE_*``).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-
-class GateRules(BaseModel):
-    min_relative_gain: float = Field(0.01, description="Domain eval perplexity must drop at least this much (relative).")
-    max_regression: float = Field(0.05, description="Regression-set perplexity may rise at most this much (relative).")
-    max_eval_perplexity: float | None = Field(None, description="Absolute floor: never promote above this.")
-    min_qa_exact_match: float | None = Field(None, description="Absolute floor on the Q&A exact match.")
+from services.settings import GateSettings
 
 
 class Scores(BaseModel):
@@ -23,7 +21,7 @@ class Decision(BaseModel):
     reasons: list[str]
 
 
-def decide(candidate: Scores, champion: Scores, rules: GateRules) -> Decision:
+def decide(candidate: Scores, champion: Scores, rules: GateSettings) -> Decision:
     passed, failed = [], []
     gain = 1 - candidate.eval_perplexity / champion.eval_perplexity
     (passed if gain >= rules.min_relative_gain else failed).append(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from services import registry
-from services.contracts import ModelPromoted, Settings
+from services.contracts import ModelPromoted
+from services.settings import Settings
 from services.messaging import kafka_broker, publish_event
 from services.storage import minio_client
 
@@ -12,7 +13,7 @@ async def announce(settings: Settings, version: int, previous: int | None) -> Mo
     card = registry.read_card(minio_client(settings), version) or {}
     event = ModelPromoted(
         version=version, previous_version=previous, snapshot_id=str(card.get("snapshot_id", "")),
-        base_model=str(card.get("base_model", settings.base_model)),
+        base_model=str(card.get("base_model", settings.tuning.base_model)),
         metrics={k: float(v) for k, v in card.get("metrics", {}).items() if isinstance(v, int | float)},
     )
     broker = kafka_broker(settings, "afina-registry")

@@ -32,26 +32,44 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from services.settings import TuningSettings
 from services.tuning.batches import IGNORE, chat_example, pack
 
 
 class TrainConfig(BaseModel):
+    """What one run trains, and how: the recipe's whole input, written as the run's config.json."""
+
     base_model: str  # a folder (or id) that from_pretrained reads
     parts: list[str]  # local Parquet parts of the snapshot's train split
     output: str  # the run's folder: checkpoints, loss log, the final adapter
     continue_from: str | None = None  # an adapter folder to continue training
-    sequence_length: int = 128
-    micro_batch: int = 8
-    gradient_accumulation: int = 2
-    steps: int = 60
-    learning_rate: float = 1e-2
+    # from the tuning settings (AFINA_TUNING_*), see TrainConfig.of
+    sequence_length: int
+    micro_batch: int
+    gradient_accumulation: int
+    steps: int
+    learning_rate: float
+    lora_r: int
+    lora_alpha: int
+    checkpoint_every: int
+    # the recipe's own
     warmup_steps: int = 5
-    lora_r: int = 8
-    lora_alpha: int = 16
     lora_dropout: float = 0.0
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    checkpoint_every: int = 20
     seed: int = 0
+
+    @classmethod
+    def of(cls, tuning: TuningSettings, *, base_model: str, parts: list[str], output: str = "",
+           continue_from: str | None = None, **overrides) -> TrainConfig:
+        """A run's config with the hyperparameters of the tuning settings (``overrides`` win)."""
+        hyperparameters = dict(
+            sequence_length=tuning.sequence_length, micro_batch=tuning.micro_batch,
+            gradient_accumulation=tuning.gradient_accumulation, steps=tuning.steps,
+            learning_rate=tuning.learning_rate, lora_r=tuning.lora_r, lora_alpha=2 * tuning.lora_r,
+            checkpoint_every=tuning.checkpoint_every,
+        )
+        return cls(base_model=base_model, parts=parts, output=output, continue_from=continue_from,
+                   **{**hyperparameters, **overrides})
 
 
 def load_blocks(config: TrainConfig, tokenizer) -> list[tuple[list[int], list[int]]]:

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.contracts import Settings, Topic
+from services.contracts import Topic
+from services.settings import Settings
 from tests.integration.harness import EventLog
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from services.contracts import EVENT_TOPICS, Event, Settings, Topic
+from services.contracts import EVENT_TOPICS, Event, Topic
+from services.settings import Settings
 from control.localstack.process import free_port  # noqa: F401 - the tests' import of it
 
 AFINA = str(Path(sys.executable).with_name("afina"))
@@ -104,6 +105,8 @@ def put_text_part(client, source_id: str, when, texts: list[str], token_ids: lis
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
-    """The settings a process started with ``env`` reads (AFINA_* variables over the defaults)."""
-    fields = {k.removeprefix("AFINA_").lower(): v for k, v in env.items() if k.startswith("AFINA_")}
-    return Settings(**{k: v for k, v in fields.items() if k in Settings.model_fields})
+    """The settings a process started with ``env`` over this one's environment reads."""
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env):
+        return Settings()

@@ -15,7 +15,8 @@ from control import localstack, supervisor
 
 from services import registry
 from services.connector.inbox import source_id
-from services.contracts import DocumentDiscovered, DocumentNormalized, ModelPromoted, Settings, Topic
+from services.contracts import DocumentDiscovered, DocumentNormalized, ModelPromoted, Topic
+from services.settings import Settings
 from control.demo import SAMPLES, ask, wait_normalized
 from services.storage import minio_client
 from services.datasets import snapshots
@@ -125,7 +126,7 @@ def test_the_served_deployment_has_the_schedule_and_runs_what_is_asked(afina_sys
                              timeout=10).json()
     assert len(deployments) == 1
     deployment = deployments[0]
-    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [settings.tuning_schedule]
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [settings.tuning.schedule]
     # a run asked for now (as the UI's "Quick run" does) is picked up by the served deployment
     run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10).json()
     deadline = time.monotonic() + 300

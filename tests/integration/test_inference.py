@@ -29,7 +29,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import registry
-from services.contracts import Bucket, Settings
+from services.contracts import Bucket
+from services.settings import Settings
 from services.inference import client
 from services.storage import minio_client, read_object
 from services.tuning import promotion

@@ -21,9 +21,9 @@ from services.contracts import (
     DocumentDiscovered,
     DocumentNormalized,
     DocumentRejected,
-    Settings,
     Topic,
 )
+from services.settings import Settings
 from services.messaging import kafka_broker, publish_event
 from services.datasets import parts
 from services.datasets.listing import list_parts

@@ -120,7 +120,7 @@ def test_a_better_candidate_is_promoted_with_lineage_artifacts_and_an_event(tuni
     # lineage: the snapshot (which names every document and hash), base, hyperparameters, code, timings
     manifest = json.loads(tuning.s3.get_object("datasets", f"snapshots/{card['snapshot_id']}/manifest.json").read())
     assert len(manifest["parts"]) == 40 and all(len(p["sha256"]) == 64 for p in manifest["parts"])
-    assert card["base_model"] == "afina-tiny" and card["hyperparameters"]["steps"] == tuning.settings.tuning_steps
+    assert card["base_model"] == "afina-tiny" and card["hyperparameters"]["steps"] == tuning.settings.tuning.steps
     assert len(card["code_version"].removesuffix("-dirty")) == 40
     assert card["training"]["tokens_per_second"] > 0 and card["training"]["peak_memory_bytes"] > 0
     assert set(card["timings_s"]) == {"snapshot", "train", "evaluate"}
@@ -194,7 +194,7 @@ def test_a_training_process_killed_mid_run_resumes_from_its_checkpoint(tuning):
     steps = [json.loads(line)["step"] for line in (run / "loss.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 41))  # resumed: every step once, none repeated
     result = json.loads((run / "result.json").read_text())
-    tokens_per_step = tuning.settings.tuning_micro_batch * tuning.settings.tuning_gradient_accumulation * 128
+    tokens_per_step = tuning.settings.tuning.micro_batch * tuning.settings.tuning.gradient_accumulation * 128
     assert result["steps"] == 40 and result["trained_tokens_this_run"] < 40 * tokens_per_step  # not from step 0
     assert "killed by signal 9" in output
 

@@ -16,10 +16,10 @@ from services.contracts import (
     InvalidEvent,
     ModelPromoted,
     RejectReason,
-    Settings,
     Topic,
     parse_event,
 )
+from services.settings import Settings
 
 SHA = "0123456789abcdef" * 4
 
@@ -42,6 +42,19 @@ def test_environment_overrides_with_afina_prefix(monkeypatch):
     s = Settings()
     assert s.kafka_port == 29092
     assert s.s3_url == "https://s3.example:443"
+
+
+def test_each_part_reads_its_own_slice(monkeypatch):
+    monkeypatch.setenv("AFINA_TUNING_STEPS", "7")
+    monkeypatch.setenv("AFINA_TUNING_CONTINUE", "false")
+    monkeypatch.setenv("AFINA_BASE_MODEL", "some/model")
+    monkeypatch.setenv("AFINA_GATE_MAX_REGRESSION", "0.2")
+    monkeypatch.setenv("AFINA_INFERENCE_ADDRESS", "127.0.0.1:6000")
+    monkeypatch.setenv("AFINA_NORMALIZER_REDACT", "email, iban")
+    s = Settings()
+    assert (s.tuning.steps, s.tuning.continue_training, s.tuning.base_model) == (7, False, "some/model")
+    assert (s.gate.max_regression, s.inference.port, s.normalizer.pii_kinds) == (0.2, 6000, ("email", "iban"))
+    assert s.connector.workers == 8  # untouched slices keep their defaults
 
 
 def test_contract_names():

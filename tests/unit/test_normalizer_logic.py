@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from services.contracts import RejectReason
 from services.normalizer import clean, language, pii, quality
-from services.contracts import Settings
+from services.settings import Settings
 from services.normalizer.dedup import (
     NEAR_THRESHOLD,
     DedupLog,

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 
 from services.datasets.parts import to_parquet
 from services.tuning import tiny
+from services.settings import TuningSettings
 from services.tuning.train import TrainConfig, main
 
 
@@ -49,7 +50,7 @@ def part(base, tmp_path_factory):
 
 def config(base, part, output, **overrides) -> TrainConfig:
     settings = {"steps": 40, "checkpoint_every": 5, "micro_batch": 4, "gradient_accumulation": 2, **overrides}
-    return TrainConfig(base_model=str(base), parts=[str(part)], output=str(output), **settings)
+    return TrainConfig.of(TuningSettings(), base_model=str(base), parts=[str(part)], output=str(output), **settings)
 
 
 def test_training_learns_and_writes_a_safetensors_adapter(base, part, tmp_path):
@@ -132,10 +133,11 @@ def test_evaluation_scores_and_a_trained_adapter_beats_the_base(base, part, tmp_
 
 
 def test_gate_promotes_only_a_better_candidate():
-    from services.tuning.gate import GateRules, Scores, decide
+    from services.settings import GateSettings
+    from services.tuning.gate import Scores, decide
 
     champion = Scores(eval_perplexity=20.0, regression_perplexity=30.0)
-    rules = GateRules(min_relative_gain=0.05, max_regression=0.10)
+    rules = GateSettings(min_relative_gain=0.05, max_regression=0.10)
     better = decide(Scores(eval_perplexity=18.0, regression_perplexity=31.0), champion, rules)
     assert better.promote and all(r.startswith("passes") for r in better.reasons)
     same = decide(Scores(eval_perplexity=19.5, regression_perplexity=30.0), champion, rules)
@@ -143,5 +145,5 @@ def test_gate_promotes_only_a_better_candidate():
     forgets = decide(Scores(eval_perplexity=15.0, regression_perplexity=40.0), champion, rules)
     assert not forgets.promote and "regression set" in forgets.reasons[0]
     floor = decide(Scores(eval_perplexity=15.0, regression_perplexity=30.0, qa_exact_match=0.2), champion,
-                   GateRules(min_relative_gain=0.05, max_eval_perplexity=10.0, min_qa_exact_match=0.5))
+                   GateSettings(min_relative_gain=0.05, max_eval_perplexity=10.0, min_qa_exact_match=0.5))
     assert not floor.promote and sum(r.startswith("fails") for r in floor.reasons) == 2
