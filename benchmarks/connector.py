@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from arrivals import Arrivals
+
 from control import localstack
 from services.contracts import Bucket, Topic
 from services.settings import Settings

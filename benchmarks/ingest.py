@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from arrivals import Arrivals
+
 from control import localstack
 from services import media, registry
 from services.contracts import DocumentNormalized, Topic
-from services.settings import Settings
 from services.normalizer.extract import Rejection, extract
 from services.normalizer.pipeline import normalize
 from services.normalizer.tokenize import chunk, count_tokens
+from services.settings import Settings
 from services.storage import minio_client
 from tests import corpus
 from tests.integration.harness import ensure_champion_tokenizer

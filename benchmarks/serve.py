@@ -29,14 +29,13 @@ from pathlib import Path
 import grpc
 
 from control import localstack
-
+from control.localstack.process import free_port
 from services import registry
-from services.settings import Settings
 from services.inference import client
 from services.inference.engine import Engine
 from services.inference.generation import Job, Result
 from services.inference.sampling import SamplingParams
-from control.localstack.process import free_port
+from services.settings import Settings
 from services.storage import minio_client
 from services.tuning.base import init_base
 

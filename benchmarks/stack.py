@@ -31,8 +31,8 @@ from kafka.admin import NewTopic
 
 from control import localstack
 from services.contracts import ChangeKind, DocumentDiscovered, parse_event
-from services.settings import Settings
 from services.messaging import BATCH_POLL_MS, commit, kafka_broker, publish_event
+from services.settings import Settings
 
 BATCH = 500
 

@@ -56,8 +56,13 @@ def naive_main(config: dict) -> dict:
     import pyarrow.parquet as pq
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
 
     random.seed(config["seed"])
     torch.manual_seed(config["seed"])  # as afina's trainer does before loading: the same LoRA initialisation

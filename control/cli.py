@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import typer
-
 import json
 from pathlib import Path
 from typing import NoReturn
 
-from control import localstack
+import typer
 
-from services import logs
+from control import localstack
 from control.localstack.prefect import use_server
+from services import logs
 from services.settings import Settings
 
 app = typer.Typer(help="afina: continuous fine-tuning from the documents a company keeps producing.", no_args_is_help=True)
@@ -174,8 +173,8 @@ def datasets_parts(source: str = typer.Option("", help="Only this source id.")) 
 @datasets_app.command("list")
 def datasets_list() -> None:
     """List the frozen snapshots: id, documents, train/eval tokens."""
-    from services.storage import minio_client
     from services.datasets import snapshots
+    from services.storage import minio_client
 
     client = minio_client(Settings())
     for snapshot_id in snapshots.list_ids(client):
@@ -187,8 +186,8 @@ def datasets_list() -> None:
 @datasets_app.command("show")
 def datasets_show(snapshot_id: str) -> None:
     """Show one snapshot's manifest: its summary and every part with its split."""
-    from services.storage import minio_client
     from services.datasets import snapshots
+    from services.storage import minio_client
 
     found = snapshots.load(minio_client(Settings()), snapshot_id)
     if found is None:
@@ -211,10 +210,11 @@ def models_list() -> None:
     client = minio_client(Settings())
     champion, previous = registry.alias_version(client), registry.previous_version(client)
     for version in registry.versions(client):
-        card = registry.read_card(client, version) or {}
-        mark = "champion" if version == champion else "previous" if version == previous else card.get("status", "")
-        typer.echo(f"v{version:<4} {mark:<9} {card.get('kind', ''):<10} {card.get('base_model', '')}  "
-                   f"snapshot {card.get('snapshot_id', '-')}")
+        card = registry.read_card(client, version)
+        if card is None:
+            continue  # a version still being registered: its card is written last
+        mark = "champion" if version == champion else "previous" if version == previous else card.status or ""
+        typer.echo(f"v{version:<4} {mark:<9} {card.kind:<10} {card.base_model}  snapshot {card.snapshot_id or '-'}")
 
 
 @models_app.command("show")
@@ -226,7 +226,7 @@ def models_show(version: int) -> None:
     card = registry.read_card(minio_client(Settings()), version)
     if card is None:
         _fail(f"there is no model version {version}")
-    typer.echo(json.dumps(card, indent=2))
+    typer.echo(card.model_dump_json(indent=2))
 
 
 @models_app.command("promote")

@@ -17,8 +17,8 @@ from pathlib import Path
 from control import supervisor
 from services.connector import drop
 from services.connector.inbox import source_id
-from services.settings import Settings
 from services.datasets.listing import has_version
+from services.settings import Settings
 from services.storage import minio_client
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

@@ -9,11 +9,14 @@ Settings are in ``services.settings``.
 from __future__ import annotations
 
 import enum
+import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal, NamedTuple, TypeVar
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import core_schema
 
 
 class Topic(enum.StrEnum):
@@ -62,6 +65,38 @@ class Bucket(enum.StrEnum):
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
+class TokenizerId(str):
+    """Which tokenizer made a part's token ids: ``v<version>:<content hash>``.
+
+    The version is the registry version it was read from; the hash (the first 12 hex digits of the
+    sha256 of its tokenizer.json) changes when its content does, so every version of one base
+    model, sharing the base's tokenizer, tokenizes alike. Parts, snapshots and events carry it.
+    """
+
+    _FORM = re.compile(r"^v(\d+):([0-9a-f]{12})$")
+
+    def __new__(cls, value: str) -> TokenizerId:
+        if not cls._FORM.match(value):
+            raise ValueError(f"{value!r} is not a tokenizer id ('v<version>:<12 hex digits>')")
+        return super().__new__(cls, value)
+
+    @classmethod
+    def of(cls, version: int, tokenizer_json: bytes) -> TokenizerId:
+        return cls(f"v{version}:{hashlib.sha256(tokenizer_json).hexdigest()[:12]}")
+
+    @property
+    def version(self) -> int:
+        return int(self._FORM.match(self)[1])
+
+    @property
+    def content_hash(self) -> str:
+        return self._FORM.match(self)[2]
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source, handler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(cls, core_schema.str_schema())
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -106,7 +141,7 @@ class DocumentNormalized(Event):
     media_type: str | None = None
     chunks: int = Field(0, ge=0)
     tokens: int = Field(0, ge=0)
-    tokenizer: str | None = None
+    tokenizer: TokenizerId | None = None
 
 
 class RejectReason(enum.StrEnum):

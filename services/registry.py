@@ -8,24 +8,74 @@
 
 A base version (kind "base") is a full model: its own `model/` files, or a Hugging Face id or
 path in its card's `base_model`. A fine-tuned version (kind "adapter") names the base version
-it adapts in `base_version` and stores only its adapter.
+it adapts in `base_version` and stores only its adapter. The card's format is `ModelCard`, the
+one type every reader gets.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from minio import Minio
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
-from services.contracts import Bucket
+from services.contracts import Bucket, TokenizerId
 from services.storage import read_object
 
 CHAMPION = "champion"
+
+
+class GateDecision(BaseModel):
+    """What the gate decided about a candidate, and why (each rule passed or failed, in words)."""
+
+    promote: bool
+    reasons: list[str]
+
+
+class TrainingSummary(BaseModel):
+    """What a training run reports (the recipe's result.json)."""
+
+    steps: int
+    first_loss: float
+    final_loss: float
+    trained_tokens_this_run: int
+    tokens_per_second: float
+    seconds: float
+    device: str
+    peak_memory_bytes: int
+
+
+class ModelCard(BaseModel):
+    """What a model version is: models/versions/<N>/card.json."""
+
+    # fields a later afina adds are skipped by an older reader, not an error
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: int = Field(ge=0)
+    kind: Literal["base", "adapter"]
+    base_model: str = Field(description="The model it stems from: afina-tiny, a Hugging Face id or a path.")
+    base_version: int = Field(ge=0, description="The base version it adapts (a base version: itself).")
+    created_at: datetime | None = None
+    build: dict[str, int | float | str] = Field({}, description="A base version: how it was made.")
+    # a fine-tuned version
+    status: Literal["promoted", "rejected"] | None = None
+    parent_version: int | None = Field(None, description="The champion it was measured against.")
+    continued_from: int | None = Field(None, description="The version whose adapter it continued training.")
+    snapshot_id: str | None = None
+    snapshot: dict[str, int] = {}
+    hyperparameters: dict[str, Any] = {}
+    code_version: str | None = None
+    training: TrainingSummary | None = None
+    metrics: dict[str, float] = {}
+    champion_metrics: dict[str, float] = {}
+    gate: GateDecision | None = None
+    timings_s: dict[str, float] = {}
+    flow_run_id: str | None = None
 
 
 def alias_key(alias: str) -> str:
@@ -41,12 +91,17 @@ def alias_version(client: Minio, alias: str = CHAMPION) -> int | None:
     return None if data is None else int(json.loads(data)["version"])
 
 
-def load_tokenizer(client: Minio, version: int) -> tuple[Tokenizer, str]:
-    """A version's fast tokenizer, and a name for it that changes when its content does."""
+def tokenizer_json(client: Minio, version: int) -> bytes:
     data = read_object(client, Bucket.MODELS, tokenizer_key(version))
     if data is None:
         raise LookupError(f"model version {version} has no tokenizer in the registry")
-    return Tokenizer.from_str(data.decode()), f"v{version}:{hashlib.sha256(data).hexdigest()[:12]}"
+    return data
+
+
+def load_tokenizer(client: Minio, version: int) -> tuple[Tokenizer, TokenizerId]:
+    """A version's fast tokenizer, and its id (which changes when its content does)."""
+    data = tokenizer_json(client, version)
+    return Tokenizer.from_str(data.decode()), TokenizerId.of(version, data)
 
 
 def card_key(version: int) -> str:
@@ -61,20 +116,22 @@ def adapter_prefix(version: int) -> str:
     return f"versions/{version}/adapter/"
 
 
-def read_card(client: Minio, version: int) -> dict | None:
+def read_card(client: Minio, version: int) -> ModelCard | None:
     data = read_object(client, Bucket.MODELS, card_key(version))
-    return None if data is None else json.loads(data)
+    return None if data is None else ModelCard.model_validate_json(data)
 
 
-def register_version(client: Minio, version: int, card: dict, tokenizer_json: bytes,
+def register_version(client: Minio, card: ModelCard, tokenizer: bytes,
                      model_folder: Path | None = None, adapter_folder: Path | None = None) -> None:
-    """Store a version's files; the card last, so a version with a card is complete."""
+    """Store a version's files (its tokenizer.json given as bytes); the card last, so a version with
+    a card is complete."""
+    version = card.version
     for folder, prefix in ((model_folder, model_prefix(version)), (adapter_folder, adapter_prefix(version))):
         if folder is not None:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 client.fput_object(Bucket.MODELS, prefix + path.relative_to(folder).as_posix(), str(path))
-    _put(client, tokenizer_key(version), tokenizer_json)
-    _put(client, card_key(version), json.dumps(card, indent=2, sort_keys=True).encode())
+    _put(client, tokenizer_key(version), tokenizer)
+    _put(client, card_key(version), card.model_dump_json(indent=2).encode())
 
 
 def set_alias(client: Minio, alias: str, version: int, previous: int | None = None) -> None:
@@ -96,6 +153,18 @@ def next_version(client: Minio) -> int:
     return max(versions(client), default=-1) + 1
 
 
+def cards(client: Minio) -> list[ModelCard]:
+    return [card for version in versions(client) if (card := read_card(client, version)) is not None]
+
+
+def trained_on(client: Minio, snapshot_id: str, parent_version: int) -> int | None:
+    """The newest version already trained on this snapshot against this champion."""
+    for card in reversed(cards(client)):
+        if card.snapshot_id == snapshot_id and card.parent_version == parent_version:
+            return card.version
+    return None
+
+
 class LocalVersion(BaseModel):
     """Where a version's files are on this machine: what `from_pretrained` needs."""
 
@@ -103,7 +172,7 @@ class LocalVersion(BaseModel):
     base: str  # a local folder, or a Hugging Face id that from_pretrained resolves itself
     base_version: int
     adapter: Path | None  # None for a base version
-    card: dict
+    card: ModelCard
 
 
 def fetch(client: Minio, version: int, cache_dir: Path) -> LocalVersion:
@@ -111,12 +180,12 @@ def fetch(client: Minio, version: int, cache_dir: Path) -> LocalVersion:
     card = read_card(client, version)
     if card is None:
         raise LookupError(f"there is no model version {version} in the registry")
-    if card.get("kind") == "adapter":
-        base = fetch(client, int(card["base_version"]), cache_dir)
+    if card.kind == "adapter":
+        base = fetch(client, card.base_version, cache_dir)
         adapter = _download(client, adapter_prefix(version), cache_dir / str(version) / "adapter")
         return LocalVersion(version=version, base=base.base, base_version=base.version, adapter=adapter, card=card)
     folder = _download(client, model_prefix(version), cache_dir / str(version) / "model")
-    base = str(folder) if folder is not None else str(card["base_model"])
+    base = str(folder) if folder is not None else card.base_model
     return LocalVersion(version=version, base=base, base_version=version, adapter=None, card=card)
 
 

@@ -11,8 +11,8 @@ import os
 import pytest
 
 from control import localstack
-from services.settings import Settings
 from control.localstack.prefect import use_server
+from services.settings import Settings
 
 use_server(Settings())  # before anything imports Prefect
 

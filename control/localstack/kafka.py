@@ -15,9 +15,14 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from control.localstack.process import (
+    ManagedProcess,
+    StackError,
+    require_tool,
+    run_checked,
+)
 from services.contracts import TOPICS
 from services.settings import Settings
-from control.localstack.process import ManagedProcess, StackError, require_tool, run_checked
 
 KAFKA_VERSION = "4.3.1"
 LOG4J_VERSION = "2.26.1"

@@ -13,9 +13,9 @@ import httpx
 from minio import Minio
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
+from control.localstack.process import ManagedProcess, require_tool, run_checked
 from services.contracts import Bucket, Topic
 from services.settings import Settings
-from control.localstack.process import ManagedProcess, require_tool, run_checked
 from services.storage import minio_client
 
 # The Go module proxy serves this commit (2026-02-12) of github.com/minio/minio; it

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from services.settings import Settings
 from control.localstack.process import ManagedProcess
+from services.settings import Settings
 
 
 def client_env(settings: Settings) -> dict[str, str]:

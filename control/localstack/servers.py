@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from services.settings import Settings
 from control.localstack import kafka, minio, prefect
 from control.localstack.process import ManagedProcess, StackError, free_port
+from services.settings import Settings
 
 __all__ = ["StackError", "PartStatus", "up", "down", "status", "init", "sibling_env"]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 
 from control import localstack
-from services.settings import Settings
 from control.localstack.process import ManagedProcess, StackError
 from control.supervisor import supervise
+from services.settings import Settings
 
 __all__ = ["ServiceStatus", "StackError", "up", "down", "status"]
 

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.settings import Settings
 from services.lifecycle import FIRST_DELAY_S, MAX_DELAY_S
+from services.settings import Settings
 
 STABLE_S = 60  # up this long: the next crash starts the back-off over
 NORMALIZER_REPLICAS = 2

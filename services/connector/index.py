@@ -15,8 +15,8 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
 from services.contracts import ChangeKind, IndexEntry, Topic
-from services.settings import Settings
 from services.lifecycle import retry_forever
+from services.settings import Settings
 
 
 class IndexUnavailable(RuntimeError):

@@ -29,9 +29,15 @@ from services import media
 from services.connector import index
 from services.connector.bucket import keys_in
 from services.connector.digest import CHUNK, HashingReader, sha256_of
-from services.connector.inbox import Unreadable, is_ignored, open_document, relative, source_id, walk
+from services.connector.inbox import (
+    Unreadable,
+    is_ignored,
+    open_document,
+    relative,
+    source_id,
+    walk,
+)
 from services.connector.scheduler import Scheduler
-from services.lifecycle import retry_forever, run_until_stopped
 from services.contracts import (
     Bucket,
     DocumentDiscovered,
@@ -40,8 +46,9 @@ from services.contracts import (
     RejectReason,
     Topic,
 )
-from services.settings import Settings
+from services.lifecycle import retry_forever, run_until_stopped
 from services.messaging import kafka_broker, publish_event
+from services.settings import Settings
 from services.storage import minio_client, stat_object
 
 log = logging.getLogger("afina.connector")

@@ -49,7 +49,7 @@ class PartInfo:
     chunks: int
     tokens: int
     language: str
-    tokenizer: str
+    tokenizer: str  # a TokenizerId; '' for a tombstone
 
     def as_metadata(self) -> dict[str, str]:
         return {"afina-chunks": str(self.chunks), "afina-tokens": str(self.tokens),

@@ -19,11 +19,12 @@ import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from minio import Minio
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.contracts import Bucket
+from services.contracts import Bucket, Sha256, TokenizerId
 from services.datasets.listing import StoredPart, list_parts
 from services.storage import read_object
 
@@ -35,12 +36,12 @@ class SnapshotPart(BaseModel):
 
     key: str
     source_key: str
-    sha256: str
+    sha256: Sha256
     tokens: int
     chunks: int
     language: str
-    tokenizer: str
-    split: str  # "train" or "eval"
+    tokenizer: TokenizerId
+    split: Literal["train", "eval"]
 
 
 class Snapshot(BaseModel):
@@ -52,7 +53,7 @@ class Snapshot(BaseModel):
     parts: list[SnapshotPart]
     train_tokens: int = Field(ge=0)
     eval_tokens: int = Field(ge=0)
-    tokenizers: list[str]
+    tokenizers: list[TokenizerId]
 
 
 def _bucket(source_key: str) -> int:
@@ -102,7 +103,7 @@ def freeze(client: Minio, eval_percent: int = 10) -> Snapshot:
         id=snapshot_id, created_at=datetime.now(UTC), eval_percent=eval_percent, parts=found,
         train_tokens=sum(p.tokens for p in found if p.split == "train"),
         eval_tokens=sum(p.tokens for p in found if p.split == "eval"),
-        tokenizers=sorted({p.tokenizer for p in found} - {""}),
+        tokenizers=sorted({p.tokenizer for p in found}),
     )
     data = snapshot.model_dump_json(indent=1).encode()
     client.put_object(Bucket.DATASETS, f"{PREFIX}/{snapshot_id}/manifest.json", io.BytesIO(data), len(data))
@@ -127,16 +128,25 @@ def _put_json(client: Minio, key: str, value: dict) -> None:
     client.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data))
 
 
-def download(client: Minio, snapshot: Snapshot, split: str, folder: Path) -> list[Path]:
-    """The split's parts as local Parquet files (parts are immutable: a file already there is reused)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
+def split_parts(snapshot: Snapshot, split: str, tokenizer: TokenizerId) -> tuple[list[SnapshotPart], list[SnapshotPart]]:
+    """The split's parts whose token ids ``tokenizer`` made (any version of one base tokenizes
+    alike), and those another tokenizer made, which a model on this base cannot train on."""
+    ours, others = [], []
     for part in snapshot.parts:
         if part.split == split:
-            path = folder / f"{part.source_key}-{part.sha256}.parquet"
-            if not path.exists():
-                client.fget_object(Bucket.DATASETS, part.key, str(path))
-            paths.append(path)
+            (ours if part.tokenizer.content_hash == tokenizer.content_hash else others).append(part)
+    return ours, others
+
+
+def download(client: Minio, chosen: list[SnapshotPart], folder: Path) -> list[Path]:
+    """Parts as local Parquet files (parts are immutable: a file already there is reused)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for part in chosen:
+        path = folder / f"{part.source_key}-{part.sha256}.parquet"
+        if not path.exists():
+            client.fget_object(Bucket.DATASETS, part.key, str(path))
+        paths.append(path)
     return paths
 
 

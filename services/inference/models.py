@@ -19,10 +19,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.settings import Settings
 from services.inference import metrics
 from services.inference.engine import Engine
-from services.registry import LocalVersion
+from services.registry import LocalVersion, ModelCard
+from services.settings import Settings
 
 log = logging.getLogger("afina.inference")
 
@@ -45,11 +45,8 @@ class Registry:
 
     champion: Callable[[], int | None]
     fetch: Callable[[int], LocalVersion]  # raises LookupError for an unknown version
-    card: Callable[[int], dict | None]
-    versions: Callable[[], list[int]]
-
-    def cards(self) -> list[dict]:
-        return [card for version in self.versions() if (card := self.card(version)) is not None]
+    card: Callable[[int], ModelCard | None]
+    cards: Callable[[], list[ModelCard]]
 
 
 @dataclass(frozen=True)

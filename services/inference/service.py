@@ -28,14 +28,27 @@ from prometheus_client import start_http_server
 
 from services import registry
 from services.contracts import InvalidEvent, ModelPromoted, Topic, parse_event
-from services.settings import Settings
 from services.inference import metrics, stubs
 from services.inference.batching import QueueFull
 from services.inference.generation import Finish, Job, Result
-from services.inference.models import Lease, Models, OtherBase, Registry, Unavailable, UnknownVersion
-from services.inference.params import InvalidArgument, Limits, check_prompt_length, parse
+from services.inference.models import (
+    Lease,
+    Models,
+    OtherBase,
+    Registry,
+    Unavailable,
+    UnknownVersion,
+)
+from services.inference.params import (
+    InvalidArgument,
+    Limits,
+    check_prompt_length,
+    parse,
+)
 from services.lifecycle import retry_forever, run_until_stopped
 from services.messaging import kafka_broker
+from services.registry import ModelCard
+from services.settings import Settings
 from services.storage import minio_client
 
 log = logging.getLogger("afina.inference")
@@ -147,14 +160,11 @@ class Servicer(pb_grpc.InferenceServiceServicer):
                 raise UnknownVersion(f"there is no model version {version} in the registry")
             return self._model(card)
 
-    def _model(self, card: dict) -> pb.Model:
-        version = int(card["version"])
+    def _model(self, card: ModelCard) -> pb.Model:
         return pb.Model(
-            version=version, kind=str(card.get("kind", "")), base_model=str(card.get("base_model", "")),
-            base_version=int(card.get("base_version", version)), champion=version == self.models.champion,
-            loaded=version in self.models.loaded(), snapshot_id=str(card.get("snapshot_id", "")),
-            metrics={k: float(v) for k, v in (card.get("metrics") or {}).items()
-                     if isinstance(v, int | float) and not isinstance(v, bool)},
+            version=card.version, kind=card.kind, base_model=card.base_model, base_version=card.base_version,
+            champion=card.version == self.models.champion, loaded=card.version in self.models.loaded(),
+            snapshot_id=card.snapshot_id or "", metrics=card.metrics,
         )
 
     @asynccontextmanager
@@ -278,7 +288,7 @@ class InferenceService:
         cache = settings.state_dir / "cache" / "models"
         self.models = Models(settings, Registry(
             champion=lambda: registry.alias_version(s3), fetch=lambda version: registry.fetch(s3, version, cache),
-            card=lambda version: registry.read_card(s3, version), versions=lambda: registry.versions(s3)))
+            card=lambda version: registry.read_card(s3, version), cards=lambda: registry.cards(s3)))
         self.health = health.aio.HealthServicer()
         self.broker = kafka_broker(settings, "afina-inference")
         # every replica its own consumer group, from the earliest record: each sees every promotion

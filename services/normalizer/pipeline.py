@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from tokenizers import Tokenizer
 
-from services.contracts import RejectReason
+from services.contracts import RejectReason, TokenizerId
 from services.datasets import parts
 from services.normalizer import clean, language, pii, quality
 from services.normalizer.dedup import fingerprint_fields
@@ -90,7 +90,7 @@ class Origin:
 @dataclass(frozen=True)
 class Tokenization:
     tokenizer: Tokenizer
-    name: str  # recorded in every row: changes when the tokenizer does
+    name: TokenizerId  # recorded in every row: changes when the tokenizer does
     max_chunk_tokens: int
 
 

@@ -30,14 +30,20 @@ from services.contracts import (
     RejectReason,
     Topic,
 )
-from services.settings import Settings
-from services.lifecycle import retry_forever, run_until_stopped
-from services.messaging import BATCH_POLL_MS, commit, kafka_broker, publish_event, read_record
 from services.datasets import parts
+from services.lifecycle import retry_forever, run_until_stopped
+from services.messaging import (
+    BATCH_POLL_MS,
+    commit,
+    kafka_broker,
+    publish_event,
+    read_record,
+)
 from services.normalizer.dedup import DedupLog, Fingerprint
 from services.normalizer.extract import Rejection
 from services.normalizer.pipeline import Origin, Prepared, Tokenization
 from services.normalizer.worker import WorkerPool
+from services.settings import Settings
 from services.storage import minio_client, read_object
 
 log = logging.getLogger("afina.normalizer")

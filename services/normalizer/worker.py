@@ -20,7 +20,13 @@ from services import media
 from services.contracts import RejectReason
 from services.normalizer import language
 from services.normalizer.extract import Rejection
-from services.normalizer.pipeline import Origin, Prepared, Tokenization, normalize, prepare
+from services.normalizer.pipeline import (
+    Origin,
+    Prepared,
+    Tokenization,
+    normalize,
+    prepare,
+)
 
 _WARM_UP_TEXT = ("Warm-up: the parsers and the language model are loaded once per worker.\n\n"
                  "Calentamiento: los lectores y el modelo de idioma se cargan una sola vez por proceso.")

@@ -22,12 +22,12 @@ def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
     if settings.tuning.base_model == tiny.NAME:
         folder = settings.state_dir / "models" / tiny.NAME
         if (folder / "model.safetensors").exists():
-            summary = {"base_model": tiny.NAME, "reused": str(folder)}
+            build = {"reused": str(folder)}
         else:
             echo(f"building {tiny.NAME} (tokenizer, model, a short pretraining on CPU) ...")
-            summary = tiny.build(folder)
-        tokenizer_json = (folder / "tokenizer.json").read_bytes()
-        registry.register_version(client, 0, {"version": 0, "kind": "base", **summary}, tokenizer_json, folder)
+            build = tiny.build(folder)
+        card = registry.ModelCard(version=0, kind="base", base_model=tiny.NAME, base_version=0, build=build)
+        registry.register_version(client, card, (folder / "tokenizer.json").read_bytes(), folder)
     else:
         # A Hugging Face id or a local path: the weights stay where from_pretrained finds them;
         # the registry records the reference and keeps the tokenizer the normalizer needs.
@@ -37,8 +37,8 @@ def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
         with tempfile.TemporaryDirectory() as folder:
             tokenizer.save_pretrained(folder)
             tokenizer_json = (Path(folder) / "tokenizer.json").read_bytes()
-        registry.register_version(client, 0, {"version": 0, "kind": "base", "base_model": settings.tuning.base_model},
-                                  tokenizer_json)
+        card = registry.ModelCard(version=0, kind="base", base_model=settings.tuning.base_model, base_version=0)
+        registry.register_version(client, card, tokenizer_json)
     registry.set_alias(client, registry.CHAMPION, 0)
     echo(f"registered {settings.tuning.base_model} as version 0, the champion")
     return 0

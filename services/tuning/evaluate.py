@@ -15,6 +15,10 @@ import pyarrow.parquet as pq
 import torch
 from pydantic import BaseModel
 
+from services.settings import TuningSettings
+from services.tuning.data import RunData
+from services.tuning.gate import Scores
+
 
 class LanguageScores(BaseModel):
     perplexity: float
@@ -124,6 +128,23 @@ class VersionScores(BaseModel):
     eval: LanguageScores
     regression: LanguageScores
     qa: QAScores | None = None
+
+    def for_gate(self) -> Scores:
+        return Scores(eval_perplexity=self.eval.perplexity, regression_perplexity=self.regression.perplexity,
+                      qa_exact_match=self.qa.exact_match if self.qa else None)
+
+
+def score(tuning: TuningSettings, base: str, adapter: Path | None, data: RunData) -> VersionScores:
+    """A version (the base, with an adapter or not) on a run's eval and regression data and the Q&A
+    file: the candidate and the champion are scored by this one function on the same data."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    regression = (read_texts(tuning.regression_file) if tuning.regression_file
+                  else texts_of_parts(data.regression, tokenizer))
+    qa = read_qa(tuning.qa_file) if tuning.qa_file else []
+    return score_version(load_model(base, adapter), tokenizer, texts_of_parts(data.eval, tokenizer), regression, qa,
+                         tuning.sequence_length)
 
 
 def load_model(base: str, adapter: Path | None = None):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from services.registry import GateDecision
 from services.settings import GateSettings
 
 
@@ -16,12 +17,7 @@ class Scores(BaseModel):
     qa_exact_match: float | None = None
 
 
-class Decision(BaseModel):
-    promote: bool
-    reasons: list[str]
-
-
-def decide(candidate: Scores, champion: Scores, rules: GateSettings) -> Decision:
+def decide(candidate: Scores, champion: Scores, rules: GateSettings) -> GateDecision:
     passed, failed = [], []
     gain = 1 - candidate.eval_perplexity / champion.eval_perplexity
     (passed if gain >= rules.min_relative_gain else failed).append(
@@ -39,4 +35,4 @@ def decide(candidate: Scores, champion: Scores, rules: GateSettings) -> Decision
         score = candidate.qa_exact_match or 0.0
         (passed if score >= rules.min_qa_exact_match else failed).append(
             f"Q&A exact match {score:.0%} (floor {rules.min_qa_exact_match:.0%})")
-    return Decision(promote=not failed, reasons=[f"fails: {r}" for r in failed] + [f"passes: {r}" for r in passed])
+    return GateDecision(promote=not failed, reasons=[f"fails: {r}" for r in failed] + [f"passes: {r}" for r in passed])

@@ -4,6 +4,7 @@ resumes from the checkpoint); a run that fails by itself is `TrainingFailed` (no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 from services.lifecycle import Interrupted
+from services.registry import LocalVersion, TrainingSummary
+from services.settings import Settings
 from services.tuning.train import TrainConfig
 
 
@@ -18,7 +21,22 @@ class TrainingFailed(RuntimeError):
     pass
 
 
-def run_training(config: TrainConfig) -> dict:
+def plan(settings: Settings, champion: LocalVersion, parts: list[Path], snapshot_id: str,
+         steps: int | None = None, learning_rate: float | None = None) -> TrainConfig:
+    """The run that trains a candidate from the champion on a snapshot's train parts: the tuning
+    settings' recipe (steps, learning_rate: this run's overrides), continuing the champion's
+    adapter unless AFINA_TUNING_CONTINUE is false. Its folder is named by what it trains, so a
+    run cut short is resumed by the next one."""
+    overrides = {name: value for name, value in (("steps", steps), ("learning_rate", learning_rate)) if value}
+    resume = settings.tuning.continue_training and champion.adapter is not None
+    config = TrainConfig.of(settings.tuning, base_model=champion.base, parts=[str(p) for p in parts],
+                            continue_from=str(champion.adapter) if resume else None, **overrides)
+    recipe = hashlib.sha256(config.model_dump_json(exclude={"parts", "output"}).encode()).hexdigest()[:10]
+    run = settings.state_dir / "runs" / f"{snapshot_id}-from-v{champion.version}-{recipe}"
+    return config.model_copy(update={"output": str(run)})
+
+
+def run_training(config: TrainConfig) -> TrainingSummary:
     """Train in a child process; returns the recipe's result.json. Its log is train.log beside it."""
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -36,7 +54,7 @@ def run_training(config: TrainConfig) -> dict:
     if code != 0:
         tail = log_path.read_text(errors="replace")[-2000:]
         raise TrainingFailed(f"training exited with status {code}; the end of {log_path}:\n{tail}")
-    return json.loads((output / "result.json").read_text())
+    return TrainingSummary.model_validate_json((output / "result.json").read_text())
 
 
 def _child_env() -> dict[str, str]:

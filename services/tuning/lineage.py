@@ -7,8 +7,11 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from services.tuning.gate import Decision
+from minio import Minio
+
+from services import registry
 from services.datasets.snapshots import Snapshot
+from services.registry import GateDecision, LocalVersion, ModelCard, TrainingSummary
 from services.tuning.train import TrainConfig
 
 HYPERPARAMETERS_LEFT_OUT = {"base_model", "parts", "output", "continue_from"}  # paths of this machine
@@ -27,28 +30,30 @@ def code_version() -> str:
         return f"afina {metadata.version('afina')}"
 
 
-def model_card(*, version: int, parent_version: int, base_version: int, base_model: str, snapshot: Snapshot,
-               config: TrainConfig, training: dict, metrics: dict[str, float], champion_metrics: dict[str, float],
-               decision: Decision, timings: dict[str, float], flow_run_id: str | None) -> dict:
-    return {
-        "version": version,
-        "kind": "adapter",
-        "status": "promoted" if decision.promote else "rejected",
-        "created_at": datetime.now(UTC).isoformat(),
-        "base_model": base_model,
-        "base_version": base_version,
-        "parent_version": parent_version,  # the champion it was measured against (and continued from)
-        "continued_from": parent_version if config.continue_from else None,
-        "snapshot_id": snapshot.id,
-        "snapshot": {"documents": len(snapshot.parts), "train_tokens": snapshot.train_tokens,
-                     "eval_tokens": snapshot.eval_tokens},
-        "hyperparameters": config.model_dump(exclude=HYPERPARAMETERS_LEFT_OUT),
-        "code_version": code_version(),
-        "training": {key: training[key] for key in ("steps", "first_loss", "final_loss", "trained_tokens_this_run",
-                                                    "tokens_per_second", "seconds", "device", "peak_memory_bytes")},
-        "metrics": metrics,
-        "champion_metrics": champion_metrics,
-        "gate": decision.model_dump(),
-        "timings_s": {name: round(seconds, 2) for name, seconds in timings.items()},
-        "flow_run_id": flow_run_id,
-    }
+def nothing_new(client: Minio, snapshot_id: str, champion: int) -> str | None:
+    """Why training on this snapshot would teach the champion nothing new, or None."""
+    card = registry.read_card(client, champion)
+    if card is not None and card.snapshot_id == snapshot_id:
+        return f"nothing changed since the champion's snapshot {snapshot_id}"
+    tried = registry.trained_on(client, snapshot_id, champion)
+    if tried is not None:
+        return f"v{tried} was already trained on snapshot {snapshot_id} against v{champion}"
+    return None
+
+
+def model_card(*, version: int, champion: LocalVersion, snapshot: Snapshot, config: TrainConfig,
+               training: TrainingSummary, metrics: dict[str, float], champion_metrics: dict[str, float],
+               decision: GateDecision, timings: dict[str, float], flow_run_id: str | None) -> ModelCard:
+    """The card of a candidate trained from the champion on a snapshot."""
+    return ModelCard(
+        version=version, kind="adapter", status="promoted" if decision.promote else "rejected",
+        created_at=datetime.now(UTC), base_model=champion.card.base_model, base_version=champion.base_version,
+        parent_version=champion.version,  # the champion it was measured against (and continued from)
+        continued_from=champion.version if config.continue_from else None,
+        snapshot_id=snapshot.id,
+        snapshot={"documents": len(snapshot.parts), "train_tokens": snapshot.train_tokens,
+                  "eval_tokens": snapshot.eval_tokens},
+        hyperparameters=config.model_dump(exclude=HYPERPARAMETERS_LEFT_OUT), code_version=code_version(),
+        training=training, metrics=metrics, champion_metrics=champion_metrics, gate=decision,
+        timings_s={name: round(seconds, 2) for name, seconds in timings.items()}, flow_run_id=flow_run_id,
+    )

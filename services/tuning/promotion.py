@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from services import registry
 from services.contracts import ModelPromoted
-from services.settings import Settings
 from services.messaging import kafka_broker, publish_event
+from services.settings import Settings
 from services.storage import minio_client
 
 
 async def announce(settings: Settings, version: int, previous: int | None) -> ModelPromoted:
-    card = registry.read_card(minio_client(settings), version) or {}
-    event = ModelPromoted(
-        version=version, previous_version=previous, snapshot_id=str(card.get("snapshot_id", "")),
-        base_model=str(card.get("base_model", settings.tuning.base_model)),
-        metrics={k: float(v) for k, v in card.get("metrics", {}).items() if isinstance(v, int | float)},
-    )
+    card = registry.read_card(minio_client(settings), version)
+    if card is None:
+        raise LookupError(f"there is no model version {version} in the registry")
+    event = ModelPromoted(version=version, previous_version=previous, snapshot_id=card.snapshot_id or "",
+                          base_model=card.base_model, metrics=card.metrics)
     broker = kafka_broker(settings, "afina-registry")
     async with broker:
         await broker.start()

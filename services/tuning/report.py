@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 
+from services.registry import GateDecision
 from services.tuning.evaluate import VersionScores
-from services.tuning.gate import Decision
 
 
 def metrics(scores: VersionScores) -> dict[str, float]:
@@ -31,7 +31,7 @@ def eval_table(candidate: VersionScores, champion: VersionScores) -> list[dict]:
     ]
 
 
-def gate_markdown(decision: Decision, candidate_version: int, champion_version: int) -> str:
+def gate_markdown(decision: GateDecision, candidate_version: int, champion_version: int) -> str:
     verdict = (f"**Promoted**: v{candidate_version} replaces v{champion_version} as the champion."
                if decision.promote else
                f"**Rejected**: v{candidate_version} is kept in the registry, marked rejected; v{champion_version} stays the champion.")

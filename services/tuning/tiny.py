@@ -119,7 +119,6 @@ def build(folder: Path, recipe: TinyRecipe = TinyRecipe()) -> dict:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return {
-        "base_model": NAME,
         "parameters": sum(p.numel() for p in model.parameters()),
         "pretrain_steps": recipe.steps,
         "first_loss": round(losses[0], 4),

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
+from control.localstack.process import free_port  # noqa: F401 - the tests' import of it
 from services.contracts import EVENT_TOPICS, Event, Topic
 from services.settings import Settings
-from control.localstack.process import free_port  # noqa: F401 - the tests' import of it
 
 AFINA = str(Path(sys.executable).with_name("afina"))
 

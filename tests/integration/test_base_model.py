@@ -27,7 +27,7 @@ def test_base_init_registers_the_champion_once(local_stack):
     s3 = minio_client(local_stack)
     assert registry.alias_version(s3) == 0
     card = registry.read_card(s3, 0)
-    assert card["base_model"] == "afina-tiny" and card["kind"] == "base"
+    assert card.base_model == "afina-tiny" and card.kind == "base"
     files = {o.object_name.removeprefix(registry.model_prefix(0))
              for o in s3.list_objects(Bucket.MODELS, prefix=registry.model_prefix(0), recursive=True)}
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= files

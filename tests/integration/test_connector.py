@@ -15,7 +15,13 @@ import httpx
 import pytest
 
 from control import localstack
-from services.contracts import Bucket, ChangeKind, DocumentDiscovered, DocumentRejected, RejectReason
+from services.contracts import (
+    Bucket,
+    ChangeKind,
+    DocumentDiscovered,
+    DocumentRejected,
+    RejectReason,
+)
 from services.settings import Settings
 from services.storage import minio_client
 from tests.integration.harness import AFINA, afina_service, free_port

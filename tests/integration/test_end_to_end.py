@@ -12,14 +12,18 @@ from pathlib import Path
 import pytest
 
 from control import localstack, supervisor
-
+from control.demo import SAMPLES, ask, wait_normalized
 from services import registry
 from services.connector.inbox import source_id
-from services.contracts import DocumentDiscovered, DocumentNormalized, ModelPromoted, Topic
-from services.settings import Settings
-from control.demo import SAMPLES, ask, wait_normalized
-from services.storage import minio_client
+from services.contracts import (
+    DocumentDiscovered,
+    DocumentNormalized,
+    ModelPromoted,
+    Topic,
+)
 from services.datasets import snapshots
+from services.settings import Settings
+from services.storage import minio_client
 from tests.integration.harness import AFINA, EventLog, settings_from_env
 
 pytestmark = pytest.mark.integration
@@ -67,10 +71,10 @@ def one_round(env: dict, settings: Settings, files: list[Path], expected_version
     s3 = minio_client(settings)
     assert registry.alias_version(s3) == expected_version
     card = registry.read_card(s3, expected_version)
-    frozen = snapshots.load(s3, card["snapshot_id"])
+    frozen = snapshots.load(s3, card.snapshot_id)
     normalized = {e.source_id: e for e in events.events if isinstance(e, DocumentNormalized)}
     assert {normalized[i].part_key for i in ids} <= {p.key for p in frozen.parts}  # this round's parts are in it
-    assert card["training"]["steps"] == 40 and card["gate"]["promote"] is True
+    assert card.training.steps == 40 and card.gate.promote is True
     promoted = next(e for e in events.events if isinstance(e, ModelPromoted))
     assert promoted.version == expected_version and promoted.snapshot_id == frozen.id
 

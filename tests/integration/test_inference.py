@@ -30,11 +30,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import registry
 from services.contracts import Bucket
-from services.settings import Settings
 from services.inference import client
-from services.storage import minio_client, read_object
+from services.settings import Settings
+from services.storage import minio_client
 from services.tuning import promotion
-from tests.integration.harness import AFINA, afina_service, ensure_champion_tokenizer, free_port
+from tests.integration.harness import (
+    AFINA,
+    afina_service,
+    ensure_champion_tokenizer,
+    free_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -99,10 +104,9 @@ def register_adapter(settings: Settings, seed: int) -> int:
     version = registry.next_version(s3)
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, safe_serialization=True)
-        registry.register_version(
-            s3, version, card={"version": version, "kind": "adapter", "base_version": 0, "base_model": "afina-tiny",
-                               "snapshot_id": "snap-inference-test", "metrics": {"eval_perplexity": 9.0}},
-            tokenizer_json=read_object(s3, Bucket.MODELS, registry.tokenizer_key(0)), adapter_folder=Path(folder))
+        card = registry.ModelCard(version=version, kind="adapter", base_version=0, base_model="afina-tiny",
+                                  snapshot_id="snap-inference-test", metrics={"eval_perplexity": 9.0})
+        registry.register_version(s3, card, registry.tokenizer_json(s3, 0), adapter_folder=Path(folder))
     return version
 
 

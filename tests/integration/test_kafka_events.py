@@ -21,9 +21,17 @@ from services.contracts import (
     Event,
     ModelPromoted,
     RejectReason,
+    TokenizerId,
     Topic,
 )
-from services.messaging import BATCH_POLL_MS, commit, kafka_broker, publish_event, read_event, read_record
+from services.messaging import (
+    BATCH_POLL_MS,
+    commit,
+    kafka_broker,
+    publish_event,
+    read_event,
+    read_record,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +46,7 @@ def one_of_each(tag: str) -> list[Event]:
         ),
         DocumentNormalized(
             source_id=f"folder:{tag}/handbook.pdf", sha256=SHA, part_key=f"parts/{tag}.parquet",
-            language="es", media_type="application/pdf", chunks=3, tokens=900, tokenizer="afina-tiny@0",
+            language="es", media_type="application/pdf", chunks=3, tokens=900, tokenizer=TokenizerId.of(0, b"a test tokenizer"),
         ),
         DocumentRejected(
             source_id=f"folder:{tag}/broken.pdf", sha256=SHA, reason=RejectReason.CORRUPT,

@@ -23,13 +23,19 @@ from services.contracts import (
     DocumentRejected,
     Topic,
 )
-from services.settings import Settings
-from services.messaging import kafka_broker, publish_event
 from services.datasets import parts
 from services.datasets.listing import list_parts
+from services.messaging import kafka_broker, publish_event
+from services.settings import Settings
 from services.storage import minio_client
 from tests import corpus
-from tests.integration.harness import AFINA, EventLog, afina_service, ensure_champion_tokenizer, free_port
+from tests.integration.harness import (
+    AFINA,
+    EventLog,
+    afina_service,
+    ensure_champion_tokenizer,
+    free_port,
+)
 
 pytestmark = pytest.mark.integration
 

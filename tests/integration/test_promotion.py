@@ -9,7 +9,7 @@ import pytest
 
 from services import registry
 from services.contracts import Bucket, ModelPromoted, Topic
-from services.storage import minio_client, read_object
+from services.storage import minio_client
 from tests.integration.harness import AFINA, EventLog, ensure_champion_tokenizer
 
 pytestmark = pytest.mark.integration
@@ -19,10 +19,10 @@ def test_promote_and_rollback_move_the_alias_and_announce_it(local_stack):
     assert ensure_champion_tokenizer(local_stack) == 0
     s3 = minio_client(local_stack)
     candidate = max(registry.versions(s3)) + 1
-    tokenizer_json = read_object(s3, Bucket.MODELS, registry.tokenizer_key(0))
-    registry.register_version(s3, candidate, {"version": candidate, "kind": "adapter", "base_model": "afina-tiny",
-                                              "snapshot_id": "snap-test", "metrics": {"eval_perplexity": 9.5}},
-                              tokenizer_json)
+    registry.register_version(s3, registry.ModelCard(version=candidate, kind="adapter", base_model="afina-tiny",
+                                                     base_version=0, snapshot_id="snap-test",
+                                                     metrics={"eval_perplexity": 9.5}),
+                              registry.tokenizer_json(s3, 0))
     env = {**os.environ, "AFINA_STATE_DIR": str(local_stack.state_dir)}
     events = EventLog(local_stack, [Topic.MODELS_PROMOTED])
     try:

@@ -9,17 +9,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.datasets import parts
+from services.contracts import TokenizerId
+from services.datasets import parts, snapshots
 from services.storage import minio_client
-from services.datasets import snapshots
 from tests.integration.harness import AFINA, put_text_part
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TOKENIZER = TokenizerId.of(0, b"a test tokenizer")
 
 
 def write_part(client, source_id: str, when: datetime, sha: str, tokens: int) -> str:
-    return put_text_part(client, source_id, when, ["hola " * tokens], [list(range(tokens))], "v0:test", sha=sha)
+    return put_text_part(client, source_id, when, ["hola " * tokens], [list(range(tokens))], TOKENIZER, sha=sha)
 
 
 def test_freeze_takes_newest_versions_drops_tombstones_and_keeps_splits(local_stack):

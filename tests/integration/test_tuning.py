@@ -23,11 +23,10 @@ import pytest
 from transformers import PreTrainedTokenizerFast
 
 from control import localstack
-
 from services import registry
 from services.contracts import ModelPromoted, Topic
 from services.storage import minio_client
-from tests.integration.harness import AFINA, EventLog, settings_from_env, put_text_part
+from tests.integration.harness import AFINA, EventLog, put_text_part, settings_from_env
 
 pytestmark = pytest.mark.integration
 
@@ -115,28 +114,28 @@ def test_a_better_candidate_is_promoted_with_lineage_artifacts_and_an_event(tuni
     assert isinstance(event, ModelPromoted) and (event.version, event.previous_version) == (1, 0)
 
     card = registry.read_card(tuning.s3, 1)
-    assert card["status"] == "promoted" and card["kind"] == "adapter" and card["base_version"] == 0
-    assert event.snapshot_id == card["snapshot_id"] and event.metrics["eval_perplexity"] == card["metrics"]["eval_perplexity"]
+    assert card.status == "promoted" and card.kind == "adapter" and card.base_version == 0
+    assert event.snapshot_id == card.snapshot_id and event.metrics["eval_perplexity"] == card.metrics["eval_perplexity"]
     # lineage: the snapshot (which names every document and hash), base, hyperparameters, code, timings
-    manifest = json.loads(tuning.s3.get_object("datasets", f"snapshots/{card['snapshot_id']}/manifest.json").read())
+    manifest = json.loads(tuning.s3.get_object("datasets", f"snapshots/{card.snapshot_id}/manifest.json").read())
     assert len(manifest["parts"]) == 40 and all(len(p["sha256"]) == 64 for p in manifest["parts"])
-    assert card["base_model"] == "afina-tiny" and card["hyperparameters"]["steps"] == tuning.settings.tuning.steps
-    assert len(card["code_version"].removesuffix("-dirty")) == 40
-    assert card["training"]["tokens_per_second"] > 0 and card["training"]["peak_memory_bytes"] > 0
-    assert set(card["timings_s"]) == {"snapshot", "train", "evaluate"}
-    assert card["metrics"]["eval_perplexity"] < card["champion_metrics"]["eval_perplexity"]
-    assert card["gate"]["promote"] is True and all(r.startswith("passes") for r in card["gate"]["reasons"])
+    assert card.base_model == "afina-tiny" and card.hyperparameters["steps"] == tuning.settings.tuning.steps
+    assert len(card.code_version.removesuffix("-dirty")) == 40
+    assert card.training.tokens_per_second > 0 and card.training.peak_memory_bytes > 0
+    assert set(card.timings_s) == {"snapshot", "train", "evaluate"}
+    assert card.metrics["eval_perplexity"] < card.champion_metrics["eval_perplexity"]
+    assert card.gate.promote is True and all(r.startswith("passes") for r in card.gate.reasons)
     stored = {o.object_name for o in tuning.s3.list_objects("models", prefix="versions/1/", recursive=True)}
     assert "versions/1/adapter/adapter_model.safetensors" in stored
 
-    flow_run = next(r for r in tuning.flow_runs() if r["id"] == card["flow_run_id"])
+    flow_run = next(r for r in tuning.flow_runs() if r["id"] == card.flow_run_id)
     assert flow_run["state_type"] == "COMPLETED"
     artifacts = tuning.artifacts(flow_run["id"])
     assert set(artifacts) == {"snapshot", "loss-curve", "eval", "gate"}
     assert artifacts["loss-curve"]["data"].startswith("data:image/png;base64,")
     eval_rows = json.loads(artifacts["eval"]["data"])
     assert {row["metric"] for row in eval_rows} >= {"eval_perplexity", "regression_perplexity"}
-    assert "Promoted" in artifacts["gate"]["data"] and card["snapshot_id"] in artifacts["snapshot"]["data"]
+    assert "Promoted" in artifacts["gate"]["data"] and card.snapshot_id in artifacts["snapshot"]["data"]
 
     again = tuning.tune()
     assert again.returncode == 0 and again.stdout.startswith("skipped"), again.stdout + again.stderr
@@ -150,8 +149,8 @@ def test_a_worse_candidate_is_rejected_kept_and_the_champion_stays(tuning):
     assert run.stdout.startswith("rejected") and "fails: domain eval perplexity" in run.stdout, run.stdout
     assert registry.alias_version(tuning.s3) == 1
     card = registry.read_card(tuning.s3, 2)
-    assert card["status"] == "rejected" and card["gate"]["promote"] is False and card["parent_version"] == 1
-    assert card["continued_from"] is None and card["hyperparameters"]["learning_rate"] == 3.0
+    assert card.status == "rejected" and card.gate.promote is False and card.parent_version == 1
+    assert card.continued_from is None and card.hyperparameters["learning_rate"] == 3.0
     listed = subprocess.run([AFINA, "models", "list"], env=tuning.env, capture_output=True, text=True).stdout
     assert "v2    rejected" in listed and "v1    champion" in listed
 

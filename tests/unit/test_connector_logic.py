@@ -13,7 +13,14 @@ import pytest
 
 from services.connector.bucket import keys_in
 from services.connector.digest import HashingReader, sha256_of
-from services.connector.inbox import Unreadable, is_ignored, open_document, relative, source_id, walk
+from services.connector.inbox import (
+    Unreadable,
+    is_ignored,
+    open_document,
+    relative,
+    source_id,
+    walk,
+)
 from services.connector.index import decide
 from services.connector.scheduler import Scheduler
 from services.contracts import ChangeKind, IndexEntry

@@ -14,9 +14,26 @@ import torch
 from services.inference.batching import BatchQueue, Concurrency, QueueFull
 from services.inference.detokenize import Detokenizer, find_stop, held_back
 from services.inference.engine import LoadedVersions
-from services.inference.generation import Finish, Job, Result, Vocabulary, left_padded, run_batch
-from services.inference.params import InvalidArgument, Limits, check_prompt_length, parse
-from services.inference.sampling import SamplingParams, choose, filtered_logits, generator_for
+from services.inference.generation import (
+    Finish,
+    Job,
+    Result,
+    Vocabulary,
+    left_padded,
+    run_batch,
+)
+from services.inference.params import (
+    InvalidArgument,
+    Limits,
+    check_prompt_length,
+    parse,
+)
+from services.inference.sampling import (
+    SamplingParams,
+    choose,
+    filtered_logits,
+    generator_for,
+)
 from services.inference.stubs import load
 
 pb, _ = load()

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from services.contracts import RejectReason
+from services.contracts import RejectReason, TokenizerId
+from services.datasets.parts import part_key, read_parquet, to_parquet, tombstone_key
 from services.normalizer import clean, language, pii, quality
-from services.settings import Settings
 from services.normalizer.dedup import (
     NEAR_THRESHOLD,
     DedupLog,
@@ -21,11 +21,13 @@ from services.normalizer.dedup import (
     similarity,
 )
 from services.normalizer.extract import Rejection
-from services.datasets.parts import part_key, read_parquet, to_parquet, tombstone_key
-from services.normalizer.tokenize import chunk
 from services.normalizer.pipeline import Origin, Tokenization, normalize, prepare
+from services.normalizer.tokenize import chunk
 from services.normalizer.worker import WorkerPool
+from services.settings import Settings
 from tests import corpus
+
+TOKENIZER = TokenizerId.of(0, b"a test tokenizer")
 
 
 def test_clean_repairs_unicode_and_whitespace():
@@ -153,7 +155,7 @@ def test_prepare_turns_bytes_into_the_part(tokenizer):
     when = datetime(2026, 1, 2, tzinfo=UTC)
     origin = Origin("folder:inbox/es.txt", "e" * 64, "text/plain", when)
     text = "\n\n".join(corpus.ES)
-    prepared = prepare(text.encode(), origin, (), Tokenization(tokenizer, "v0:test", 40))
+    prepared = prepare(text.encode(), origin, (), Tokenization(tokenizer, TOKENIZER, 40))
     rows = read_parquet(prepared.part).to_pylist()
     assert len(rows) == prepared.info.chunks > 1  # 40 tokens at most per chunk: several
     assert [r["chunk_index"] for r in rows] == list(range(len(rows)))
@@ -161,19 +163,19 @@ def test_prepare_turns_bytes_into_the_part(tokenizer):
     assert all(r["token_ids"] == tokenizer.encode(r["text"], add_special_tokens=False).ids or
                len(r["token_ids"]) == 40 for r in rows)
     assert {(r["source_id"], r["sha256"], r["tokenizer"], r["language"], r["discovered_at"]) for r in rows} == {
-        (origin.source_id, origin.sha256, "v0:test", "es", when)}
-    assert prepared.info.language == "es" and prepared.info.tokenizer == "v0:test"
+        (origin.source_id, origin.sha256, TOKENIZER, "es", when)}
+    assert prepared.info.language == "es" and prepared.info.tokenizer == TOKENIZER
     doc = normalize(text.encode(), "text/plain", "x")
     assert (prepared.exact_hash, prepared.minhash) == (normalized_hash(doc.text), doc.minhash)
 
 
 async def test_workers_prepare_with_the_tokenizer_they_were_started_with(tokenizer):
-    pool = WorkerPool(workers=1, timeout_s=20, memory_bytes=1024**3, tokenization=Tokenization(tokenizer, "v0:test", 64))
+    pool = WorkerPool(workers=1, timeout_s=20, memory_bytes=1024**3, tokenization=Tokenization(tokenizer, TOKENIZER, 64))
     try:
         origin = Origin("folder:inbox/en.txt", "f" * 64, "text/plain", datetime(2026, 1, 2, tzinfo=UTC))
         prepared = await pool.run(" ".join(corpus.EN).encode(), origin, ())
         rows = read_parquet(prepared.part).to_pylist()
-        assert prepared.info.language == "en" and {r["tokenizer"] for r in rows} == {"v0:test"}
+        assert prepared.info.language == "en" and {r["tokenizer"] for r in rows} == {TOKENIZER}
         assert [t for r in rows for t in r["token_ids"]] == [
             t for c in chunk(" ".join(corpus.EN), tokenizer, 64) for t in c.token_ids]
     finally:

@@ -17,10 +17,10 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from services import media
-from services.settings import Settings
 from services.normalizer.dedup import NEAR_THRESHOLD, signature, similarity
 from services.normalizer.pipeline import NormalizedDoc, normalize
 from services.normalizer.tokenize import chunk, count_tokens
+from services.settings import Settings
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 FOLDERS = ("inbox", "more")

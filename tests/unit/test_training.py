@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from services.datasets.parts import to_parquet
-from services.tuning import tiny
 from services.settings import TuningSettings
+from services.tuning import tiny
 from services.tuning.train import TrainConfig, main
 
 
