@@ -1,4 +1,5 @@
-"""Kafka through FastStream: one broker factory, one way to publish an event, one way to read one."""
+"""Kafka through FastStream: one broker factory, one way to publish an event, one way to read one,
+one way to consume batches of typed events, and one way to read a compacted topic as a table."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.structs import RecordMetadata
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from services.contracts import (
@@ -130,3 +132,101 @@ async def read_record(broker: KafkaBroker, model: type[E], record: ConsumerRecor
             key=where,
         )
         return None
+
+
+def subscribe_batches(broker: KafkaBroker, topic: Topic, model: type[E], handle: Callable[[list[E]], Awaitable[None]],
+                      **subscriber: object) -> None:
+    """Subscribe ``handle`` to batches of ``topic`` as typed events, committed after it returns.
+
+    Records are validated from their bytes (invalid ones are dead-lettered by ``read_record``).
+    Should ``handle`` raise, the batch is not committed.
+    """
+
+    async def on_batch(msg: KafkaMessage) -> None:
+        await handle([event for record in msg.raw_message if (event := await read_record(broker, model, record))])
+        await commit(msg)
+
+    broker.subscriber(topic, batch=True, ack_policy=AckPolicy.MANUAL, batch_timeout_ms=BATCH_POLL_MS,
+                      **subscriber)(on_batch)
+
+
+class TopicMissing(LookupError):
+    pass
+
+
+class CompactedTopic:
+    """A compacted topic read as a table: ``apply(key, value, offset)`` sees every record of each
+    partition in order, from the first (``value`` None is a tombstone), so the caller keeps the
+    latest value per key. ``start`` returns once the topic is read up to its end at that moment;
+    with ``follow`` it goes on reading in the background.
+
+    A record the caller cannot apply (no key, a value it rejects) is logged and skipped: one bad
+    record must not stop every reader of the topic.
+    """
+
+    def __init__(self, settings: Settings, topic: Topic, apply: Callable[[str, bytes | None, int], None],
+                 log: logging.Logger) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.apply = apply
+        self.log = log
+        self.skipped = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task | None = None
+        self._next: dict[int, int] = {}  # per partition: the offset of the next record to read
+        self._progress = asyncio.Condition()
+
+    async def start(self, follow: bool = False) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            if self.topic not in await consumer.topics():
+                raise TopicMissing(f"topic {self.topic} does not exist: run `afina stack init`")
+            partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic))]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer, self._next = consumer, {tp.partition: 0 for tp in partitions}
+        self._task = asyncio.create_task(self._read())
+        for tp, offset in end.items():
+            await self.wait_past(tp.partition, offset - 1)
+        if not follow:
+            await self.stop()
+
+    async def wait_past(self, partition: int, offset: int) -> None:
+        """Wait until the record at ``offset`` of ``partition`` has been applied."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._next.get(partition, 0) > offset)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    self._apply(record)
+            async with self._progress:
+                for tp in batches:
+                    self._next[tp.partition] = await self._consumer.position(tp)
+                self._progress.notify_all()
+
+    def _apply(self, record: ConsumerRecord) -> None:
+        try:
+            if record.key is None:
+                raise ValueError("the record has no key")
+            self.apply(record.key.decode(), record.value, record.offset)
+        except Exception as exc:  # noqa: BLE001 - any record may be malformed; the table goes on
+            self.skipped += 1
+            self.log.warning(f"skipped a record of {self.topic}", extra={
+                "partition": record.partition, "offset": record.offset, "error": repr(exc)})

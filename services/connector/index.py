@@ -9,18 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
 from services.contracts import ChangeKind, IndexEntry, Topic
 from services.lifecycle import retry_forever
+from services.messaging import CompactedTopic, TopicMissing
 from services.settings import Settings
 
-
-class IndexUnavailable(RuntimeError):
-    pass
+log = logging.getLogger("afina.connector")
 
 
 def decide(previous: IndexEntry | None, sha256: str | None) -> ChangeKind | None:
@@ -39,37 +36,19 @@ def decide(previous: IndexEntry | None, sha256: str | None) -> ChangeKind | None
 
 
 async def load(settings: Settings, prefixes: tuple[str, ...]) -> dict[str, IndexEntry]:
-    """Read the compacted index topic from its start to its current end, for our source ids."""
-    partitions = await _partitions(settings, Topic.CONNECTOR_INDEX)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        entries: dict[str, IndexEntry] = {}
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for record in records:
-                    key = record.key.decode()
-                    if key.startswith(prefixes) and record.value:
-                        entries[key] = IndexEntry.model_validate_json(record.value)
-        return entries
-    finally:
-        await consumer.stop()
+    """The index as it stands: the compacted topic read from its start to its current end, for our
+    source ids."""
+    entries: dict[str, IndexEntry] = {}
 
+    def apply(source_id: str, value: bytes | None, offset: int) -> None:
+        if source_id.startswith(prefixes):
+            if value:
+                entries[source_id] = IndexEntry.model_validate_json(value)
+            else:
+                entries.pop(source_id, None)
 
-async def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"] or not described["partitions"]:
-        raise IndexUnavailable(f"topic {topic} does not exist: run `afina stack init`")
-    return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    await CompactedTopic(settings, Topic.CONNECTOR_INDEX, apply, log).start()
+    return entries
 
 
 async def record(broker: KafkaBroker, source_id: str, entry: IndexEntry) -> None:
@@ -86,7 +65,7 @@ async def record(broker: KafkaBroker, source_id: str, entry: IndexEntry) -> None
 
 def _log_lost_record(sent: asyncio.Future) -> None:
     if not sent.cancelled() and sent.exception() is not None:
-        logging.getLogger("afina.connector").warning(
+        log.warning(
             "an index record was not written; the event may be published again after a restart",
             extra={"error": repr(sent.exception())},
         )
@@ -98,5 +77,5 @@ async def load_when_available(
     """load(), retried with backoff while Kafka is unreachable."""
     return await retry_forever(
         lambda: load(settings, prefixes), "reading the connector index", log,
-        retry_on=(KafkaError, OSError, asyncio.TimeoutError, IndexUnavailable),
+        retry_on=(KafkaError, OSError, asyncio.TimeoutError, TopicMissing),
     )

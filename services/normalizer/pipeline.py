@@ -17,8 +17,8 @@ from tokenizers import Tokenizer
 from services.contracts import RejectReason, TokenizerId
 from services.datasets import parts
 from services.normalizer import clean, language, pii, quality
-from services.normalizer.dedup import fingerprint_fields
 from services.normalizer.extract import Rejection, extract
+from services.normalizer.fingerprint import fingerprint_fields
 from services.normalizer.tokenize import chunk, count_tokens
 
 MAX_TEXT_CHARS = 20_000_000

@@ -16,8 +16,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from faststream import AckPolicy
-from faststream.kafka import KafkaMessage
 from prometheus_client import Counter, Histogram, start_http_server
 
 from services import registry
@@ -32,13 +30,7 @@ from services.contracts import (
 )
 from services.datasets import parts
 from services.lifecycle import retry_forever, run_until_stopped
-from services.messaging import (
-    BATCH_POLL_MS,
-    commit,
-    kafka_broker,
-    publish_event,
-    read_record,
-)
+from services.messaging import kafka_broker, publish_event, subscribe_batches
 from services.normalizer.dedup import DedupLog, Fingerprint
 from services.normalizer.extract import Rejection
 from services.normalizer.pipeline import Origin, Prepared, Tokenization
@@ -67,15 +59,14 @@ class Normalizer:
         self._unconfirmed: list[tuple[DocumentNormalized | DocumentRejected, asyncio.Future]] = []
         # A batch may take long (every document up to its time limit): stay in the group meanwhile.
         worst_batch_s = settings.normalizer.batch * settings.normalizer.timeout_s / settings.normalizer.workers
-        self.broker.subscriber(
-            Topic.DOCUMENTS_DISCOVERED, group_id=GROUP, batch=True, max_records=settings.normalizer.batch,
-            auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL,
-            batch_timeout_ms=BATCH_POLL_MS,
+        subscribe_batches(
+            self.broker, Topic.DOCUMENTS_DISCOVERED, DocumentDiscovered, self.on_batch, group_id=GROUP,
+            max_records=settings.normalizer.batch, auto_offset_reset="earliest",
             max_poll_interval_ms=int(max(300, worst_batch_s + 60) * 1000),
-        )(self.on_batch)
+        )
 
-    async def on_batch(self, msg: KafkaMessage) -> None:
-        events = [e for r in msg.raw_message if (e := await read_record(self.broker, DocumentDiscovered, r))]
+    async def on_batch(self, events: list[DocumentDiscovered]) -> None:
+        """A batch of events; when this returns, all of it is durable and the batch is committed."""
         # one document's events in order; different documents at once (both worker processes busy)
         by_source: dict[str, list[DocumentDiscovered]] = defaultdict(list)
         for event in events:
@@ -83,7 +74,6 @@ class Normalizer:
         self._unconfirmed = []
         await asyncio.gather(*(self._in_order(group) for group in by_source.values()))
         await self._confirm_announcements()
-        await commit(msg)  # everything in the batch is durable
 
     async def _in_order(self, events: list[DocumentDiscovered]) -> None:
         for event in events:

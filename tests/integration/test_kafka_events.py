@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import uuid
 import weakref
 from datetime import UTC, datetime
@@ -26,11 +27,14 @@ from services.contracts import (
 )
 from services.messaging import (
     BATCH_POLL_MS,
+    CompactedTopic,
+    TopicMissing,
     commit,
     kafka_broker,
     publish_event,
     read_event,
     read_record,
+    subscribe_batches,
 )
 
 pytestmark = pytest.mark.integration
@@ -205,3 +209,79 @@ async def test_a_committed_batch_is_not_kept_in_memory(local_stack):
         # FastStream's consume loop lets go of the batch at its next poll; the timer held it for 40 s
         await wait_for(freed, timeout_s=10, what="the committed batch to be freed")
         assert records
+
+
+async def test_batches_reach_the_handler_as_typed_events_and_are_committed(local_stack):
+    topic = f"test.typed.{uuid.uuid4().hex}"
+    group = f"test-typed-{uuid.uuid4()}"
+    sent = [DocumentDiscovered(source_id=f"folder:typed/{i}.md", kind=ChangeKind.CREATED, sha256=SHA, size=i)
+            for i in range(10)]
+    received: list[DocumentDiscovered] = []
+
+    async def handle(events: list[DocumentDiscovered]) -> None:
+        assert all(isinstance(e, DocumentDiscovered) for e in events)
+        received.extend(events)
+
+    broker = kafka_broker(local_stack, "test-typed")
+    subscribe_batches(broker, topic, DocumentDiscovered, handle, group_id=group, auto_offset_reset="earliest")
+    async with broker:
+        await broker.start()
+        for event in sent[:5]:
+            await publish_event(broker, event, key=event.source_id, topic=topic)
+        await broker.publish(b'{"not": "an event"}', topic=topic, key=b"folder:typed/bad.md")
+        for event in sent[5:]:
+            await publish_event(broker, event, key=event.source_id, topic=topic)
+        await wait_for(lambda: len(received) == 10)
+    assert sorted(e.size for e in received) == list(range(10))  # the invalid record was dead-lettered, not handed on
+
+    again: list[DocumentDiscovered] = []
+
+    async def recount(events: list[DocumentDiscovered]) -> None:
+        again.extend(events)
+
+    broker = kafka_broker(local_stack, "test-typed-again")
+    subscribe_batches(broker, topic, DocumentDiscovered, recount, group_id=group, auto_offset_reset="earliest")
+    async with broker:
+        await broker.start()
+        extra = DocumentDiscovered(source_id="folder:typed/late.md", kind=ChangeKind.CREATED, sha256=SHA, size=99)
+        await publish_event(broker, extra, key=extra.source_id, topic=topic)
+        await wait_for(lambda: again)
+    assert [e.size for e in again] == [99]  # what was handled before had been committed
+
+
+async def test_a_compacted_topic_reads_as_a_table_and_bad_records_do_not_stop_it(local_stack):
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    topic = f"test.table.{uuid.uuid4().hex}"
+    admin = KafkaAdminClient(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1,
+                                  topic_configs={"cleanup.policy": "compact"})])
+    admin.close()
+    table: dict[str, int] = {}
+
+    def apply(key: str, value: bytes | None, offset: int) -> None:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = int(value)  # b"junk" raises: the record is skipped
+
+    broker = kafka_broker(local_stack, "test-table")
+    async with broker:
+        await broker.start()
+        for key, value in (("a", b"1"), ("b", b"2"), ("a", b"3"), ("c", b"junk"), ("b", None)):
+            await broker.publish(value, topic=topic, key=key.encode())
+        await broker.publish(b"4", topic=topic)  # no key: skipped, never a crash
+        reader = CompactedTopic(local_stack, topic, apply, logging.getLogger("test"))
+        await asyncio.wait_for(reader.start(follow=True), 60)
+        try:
+            assert table == {"a": 3} and reader.skipped == 2  # read to the end as it was at start
+            sent = await broker.publish(b"5", topic=topic, key=b"d")
+            await asyncio.wait_for(reader.wait_past(sent.partition, sent.offset), 30)
+            assert table == {"a": 3, "d": 5}  # and followed after the bad records
+        finally:
+            await reader.stop()
+
+    missing = CompactedTopic(local_stack, f"test.none.{uuid.uuid4().hex}", apply, logging.getLogger("test"))
+    with pytest.raises(TopicMissing, match="does not exist"):
+        await missing.start()

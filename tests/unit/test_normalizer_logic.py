@@ -11,16 +11,17 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from services.contracts import RejectReason, TokenizerId
 from services.datasets.parts import part_key, read_parquet, to_parquet, tombstone_key
 from services.normalizer import clean, language, pii, quality
-from services.normalizer.dedup import (
+from services.normalizer.dedup import DedupLog
+from services.normalizer.extract import Rejection
+from services.normalizer.fingerprint import (
     NEAR_THRESHOLD,
-    DedupLog,
     Fingerprint,
+    FingerprintIndex,
     band_hashes,
     normalized_hash,
     signature,
     similarity,
 )
-from services.normalizer.extract import Rejection
 from services.normalizer.pipeline import Origin, Tokenization, normalize, prepare
 from services.normalizer.tokenize import chunk
 from services.normalizer.worker import WorkerPool
@@ -105,12 +106,30 @@ def test_dedup_index_knows_which_versions_claimed():
     index = DedupLog(Settings(), broker=None)
     fingerprint = Fingerprint.of("s:a", "a" * 64, " ".join(corpus.ES))
     assert not index.claimed("s:a", "a" * 64)
-    index._apply("s:a", fingerprint.model_dump_json().encode(), offset=7)
+    index.apply("s:a", fingerprint.model_dump_json().encode(), offset=7)
     assert index.claimed("s:a", "a" * 64)
     assert not index.claimed("s:a", "b" * 64)  # a new version of the document
     assert not index.claimed("s:b", "a" * 64)
-    index._apply("s:a", None, offset=8)  # deleted: its fingerprint compacts away
+    index.apply("s:a", None, offset=8)  # deleted: its fingerprint compacts away
     assert not index.claimed("s:a", "a" * 64)
+
+
+def test_a_duplicate_is_only_of_a_document_before_it():
+    text = " ".join(corpus.ES * 3)
+    index = FingerprintIndex()
+    first, copy = Fingerprint.of("s:first", "a" * 64, text), Fingerprint.of("s:copy", "b" * 64, text.upper())
+    near = Fingerprint.of("s:near", "c" * 64, text.replace("treinta", "cuarenta"))
+    index.put(3, first)
+    index.put(5, copy)
+    index.put(9, near)
+    assert index.earlier_duplicate(copy, 5).of == "s:first" and index.earlier_duplicate(copy, 5).similarity == 1.0
+    assert index.earlier_duplicate(first, 3) is None  # nothing came before it
+    found = index.earlier_duplicate(near, 9)
+    assert found.of == "s:first" and NEAR_THRESHOLD <= found.similarity < 1.0
+    index.remove("s:first")
+    assert index.earlier_duplicate(copy, 5) is None and index.earlier_duplicate(near, 9).of == "s:copy"
+    index.put(12, Fingerprint.of("s:near", "d" * 64, " ".join(corpus.EN * 3)))  # a new version, another text
+    assert len(index) == 2 and index.holds("s:near", "d" * 64) and not index.holds("s:near", "c" * 64)
 
 
 @pytest.fixture(scope="module")

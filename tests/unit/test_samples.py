@@ -17,7 +17,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from services import media
-from services.normalizer.dedup import NEAR_THRESHOLD, signature, similarity
+from services.normalizer.fingerprint import NEAR_THRESHOLD, signature, similarity
 from services.normalizer.pipeline import NormalizedDoc, normalize
 from services.normalizer.tokenize import chunk, count_tokens
 from services.settings import Settings
