@@ -53,8 +53,9 @@ class TrainingSummary(BaseModel):
 class ModelCard(BaseModel):
     """What a model version is: models/versions/<N>/card.json."""
 
-    # fields a later afina adds are skipped by an older reader, not an error
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Fields a later afina adds are skipped by an older reader, not an error. A diverged candidate's
+    # perplexity is inf or NaN: written as JSON's usual Infinity/NaN extension, not as null.
+    model_config = ConfigDict(frozen=True, extra="ignore", ser_json_inf_nan="constants")
 
     version: int = Field(ge=0)
     kind: Literal["base", "adapter"]

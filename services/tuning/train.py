@@ -6,26 +6,23 @@ resumes from the last checkpoint. fp32 on CPU, bf16 on a GPU; seeded end to end.
 
 More than one GPU: launch the same module with `torchrun --nproc_per_node N`. Each process then
 takes its share of every micro-batch (micro_batch sequences per process, so N times as many per
-step) and DistributedDataParallel averages the gradients; rank 0 writes the log, checkpoints and
-the adapter. The tests run it with two CPU processes (gloo), where it matches one process.
+step); what that takes is in `parallel.Processes`, which does nothing in a single process. The
+tests run it with two CPU processes (gloo), where it matches one process.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import sys
 import time
 from collections import defaultdict
-from contextlib import nullcontext
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
-import torch.distributed as dist
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
@@ -34,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.settings import TuningSettings
 from services.tuning.batches import IGNORE, chat_example, pack
+from services.tuning.parallel import Processes
 
 
 class TrainConfig(BaseModel):
@@ -94,16 +92,10 @@ def main(config: TrainConfig) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    # data parallel when torchrun started several processes of this module
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    if world > 1:
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-        if device == "cuda":
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(device)
-    lead = rank == 0  # the one process that writes
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda else torch.float32
+    processes = Processes.start("cuda" if cuda else "cpu")  # this process alone, or one of torchrun's
+    device = processes.device
 
     # 1. the model: base weights frozen, a LoRA adapter on top (new, or the champion's to continue)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
@@ -115,7 +107,7 @@ def main(config: TrainConfig) -> dict:
                           target_modules=config.target_modules, task_type="CAUSAL_LM")
         model = get_peft_model(base, lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    forward = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    forward = processes.wrap(model)
 
     # 2. the data: a fixed order of blocks, seeded, the same for a resumed run
     blocks = load_blocks(config, tokenizer)
@@ -128,75 +120,56 @@ def main(config: TrainConfig) -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
 
     # 4. resume from the last checkpoint, if a previous run of this output got that far
-    step, losses = _resume(output, model, optimizer, schedule, truncate_log=lead)
+    step, losses = _resume(output, model, optimizer, schedule, truncate_log=processes.lead)
 
-    # 5. the loop
+    # 5. the loop: gradient accumulation over micro-batches, one optimizer step each time
     model.train()
     started, tokens_seen = time.perf_counter(), 0
-    progress = tqdm(total=config.steps, initial=step, desc="train", unit="step", file=sys.stderr, disable=not lead)
+    progress = tqdm(total=config.steps, initial=step, desc="train", unit="step", file=sys.stderr,
+                    disable=not processes.lead)
     while step < config.steps:
         step_loss = 0.0
         for micro in range(config.gradient_accumulation):
-            # this process's share of the micro-batch: every process together take world * micro_batch blocks
-            first = ((step * config.gradient_accumulation + micro) * world + rank) * config.micro_batch
+            first = processes.first_block(step * config.gradient_accumulation + micro, config.micro_batch)
             picked = [blocks[order[(first + i) % len(blocks)]] for i in range(config.micro_batch)]
             input_ids = torch.tensor([ids for ids, _ in picked], device=device)
             labels = torch.tensor([lab for _, lab in picked], device=device)
-            last = micro == config.gradient_accumulation - 1
-            with forward.no_sync() if world > 1 and not last else nullcontext():  # all-reduce once per step
+            with processes.accumulating(forward, last=micro == config.gradient_accumulation - 1):
                 loss = forward(input_ids=input_ids, labels=labels).loss / config.gradient_accumulation
-                if world > 1:
-                    loss = loss * _share_of_tokens(labels, world)
+                loss = processes.weigh(loss, labels)
                 loss.backward()
             step_loss += loss.item()
             tokens_seen += int((labels != IGNORE).sum())
-        if world > 1:
-            step_loss = _mean_over_processes(step_loss, device)
+        step_loss = processes.mean(step_loss)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         losses.append(step_loss)
-        if lead:
-            with (output / "loss.jsonl").open("a") as log:
-                log.write(json.dumps({"step": step, "loss": round(step_loss, 5), "lr": schedule.get_last_lr()[0]}) + "\n")
         progress.update(1)
         progress.set_postfix(loss=f"{step_loss:.3f}")
-        if lead and (step % config.checkpoint_every == 0 or step == config.steps):
-            _checkpoint(output, model, optimizer, schedule, step, losses)
+        if processes.lead:
+            with (output / "loss.jsonl").open("a") as log:
+                log.write(json.dumps({"step": step, "loss": round(step_loss, 5), "lr": schedule.get_last_lr()[0]}) + "\n")
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                _checkpoint(output, model, optimizer, schedule, step, losses)
     progress.close()
 
     # 6. the result: the adapter alone, as safetensors
     seconds = time.perf_counter() - started
-    if world > 1:
-        tokens_seen = int(_mean_over_processes(float(tokens_seen), device) * world)
-        dist.destroy_process_group()
-        if not lead:
-            return {}
+    tokens_seen = round(processes.mean(float(tokens_seen)) * processes.world)  # every process's together
+    processes.close()
+    if not processes.lead:
+        return {}
     model.save_pretrained(output / "adapter", safe_serialization=True)
     result = {
         "steps": step, "final_loss": losses[-1], "first_loss": losses[0], "trained_tokens_this_run": tokens_seen,
         "tokens_per_second": tokens_seen / seconds if seconds else 0.0, "seconds": seconds, "device": device,
-        "peak_memory_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss(),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else _peak_rss(),
     }
     (output / "result.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-def _share_of_tokens(labels: torch.Tensor, world: int) -> torch.Tensor:
-    """Weight of this process's mean loss so that the gradients DDP averages equal those of the mean
-    over every process's tokens together: one process's run of the same global micro-batch."""
-    ours = (labels[:, 1:] != IGNORE).sum().to(torch.float64)  # the model predicts each token from the ones before
-    total = ours.clone()
-    dist.all_reduce(total)
-    return (ours * world / total).to(torch.float32)
-
-
-def _mean_over_processes(value: float, device: str) -> float:
-    tensor = torch.tensor([value], device=device, dtype=torch.float64)
-    dist.all_reduce(tensor)
-    return tensor.item() / dist.get_world_size()
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:

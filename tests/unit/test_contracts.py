@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,27 @@ def test_events_are_immutable_and_checked():
         ModelPromoted(version=-1, snapshot_id="s1", base_model="afina-tiny")
     with pytest.raises(Exception):
         DocumentRejected(source_id="x", reason=RejectReason.CORRUPT, message="", stage="normalizer")
+
+
+def test_tokenizer_id_names_its_version_and_content():
+    from services.contracts import TokenizerId
+
+    one, other = TokenizerId.of(0, b'{"model": 1}'), TokenizerId.of(4, b'{"model": 1}')
+    assert (one.version, other.version) == (0, 4) and one.content_hash == other.content_hash
+    assert one != other and TokenizerId.of(0, b'{"model": 2}').content_hash != one.content_hash
+    assert TokenizerId(str(one)) == one
+    with pytest.raises(ValueError, match="not a tokenizer id"):
+        TokenizerId("afina-tiny@0")
+
+
+def test_a_model_card_round_trips_even_a_diverged_candidate():
+    from services.registry import GateDecision, ModelCard
+
+    card = ModelCard(version=2, kind="adapter", base_model="afina-tiny", base_version=0, status="rejected",
+                     parent_version=1, metrics={"eval_perplexity": float("inf"), "eval_bits_per_byte": float("nan")},
+                     gate=GateDecision(promote=False, reasons=["fails: domain eval perplexity"]))
+    again = ModelCard.model_validate_json(card.model_dump_json())
+    assert again.metrics["eval_perplexity"] == float("inf") and math.isnan(again.metrics["eval_bits_per_byte"])
+    assert again.gate == card.gate and again.training is None
+    with pytest.raises(ValueError):
+        ModelCard(version=3, kind="lora", base_model="x", base_version=0)

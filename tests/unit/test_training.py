@@ -106,7 +106,10 @@ def test_two_data_parallel_processes_train_like_one(base, part, tmp_path):
     a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
-    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
+    # Equal up to float rounding (the two sides sum in other orders and thread counts): measured 7e-5 of each
+    # tensor's norm at most, against 0.76 when each process's loss is not weighted by its share of the tokens.
+    drift = max(((a[k] - b[k]).norm() / a[k].norm()).item() for k in a if a[k].norm() > 0)
+    assert drift < 1e-3, drift
 
 
 def test_evaluation_scores_and_a_trained_adapter_beats_the_base(base, part, tmp_path):
