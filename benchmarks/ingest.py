@@ -34,6 +34,7 @@ from typing import NamedTuple
 from arrivals import Arrivals
 
 from control import localstack
+from samples import corpus
 from services import media, registry
 from services.contracts import DocumentNormalized, Topic
 from services.normalizer.extract import Rejection, extract
@@ -41,8 +42,7 @@ from services.normalizer.pipeline import normalize
 from services.normalizer.tokenize import chunk, count_tokens
 from services.settings import Settings
 from services.storage import minio_client
-from tests import corpus
-from tests.integration.harness import ensure_champion_tokenizer
+from services.tuning.base import init_base
 
 WORDS = ("empresa política cliente producto servicio equipo proyecto informe contrato factura plazo "
          "company policy customer product service team project report contract invoice deadline "
@@ -61,13 +61,13 @@ def make_corpus(n: int, seed: str) -> list[corpus.Doc]:
         paragraphs = [" ".join(sentence(rng) for _ in range(rng.randint(2, 6))) for _ in range(rng.randint(3, 25))]
         kind = i % 6
         if kind == 0:
-            data = corpus._pdf([paragraphs[j : j + 3] for j in range(0, len(paragraphs), 3)], header="ACME")
+            data = corpus.make_pdf([paragraphs[j : j + 3] for j in range(0, len(paragraphs), 3)], header="ACME")
             name = f"doc-{i}.pdf"
         elif kind == 1:
-            data = corpus._docx(paragraphs, [["a", "b"], ["1", "2"]], "ACME", "Interno")
+            data = corpus.make_docx(paragraphs, [["a", "b"], ["1", "2"]], "ACME", "Interno")
             name = f"doc-{i}.docx"
         elif kind == 2:
-            data = corpus._html(f"Página {i}", paragraphs)
+            data = corpus.make_html(f"Página {i}", paragraphs)
             name = f"doc-{i}.html"
         elif kind == 3:
             data = ("# Documento\n\n" + "\n\n".join(paragraphs)).encode()
@@ -142,7 +142,7 @@ def main() -> None:
 
     settings = Settings()
     localstack.up(settings, echo=lambda line: None)
-    ensure_champion_tokenizer(settings)
+    init_base(settings, echo=lambda line: None)
     s3 = minio_client(settings)
     tokenizer, _ = registry.load_tokenizer(s3, registry.alias_version(s3))
     run_id = uuid.uuid4().hex[:8]

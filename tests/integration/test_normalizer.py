@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from samples import corpus
 from services import media
 from services.contracts import (
     Bucket,
@@ -28,7 +29,6 @@ from services.datasets.listing import list_parts
 from services.messaging import kafka_broker, publish_event
 from services.settings import Settings
 from services.storage import minio_client
-from tests import corpus
 from tests.integration.harness import (
     AFINA,
     EventLog,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from samples import corpus
 from services.contracts import RejectReason, TokenizerId
 from services.datasets.parts import part_key, read_parquet, to_parquet, tombstone_key
 from services.normalizer import clean, language, pii, quality
@@ -26,7 +27,6 @@ from services.normalizer.pipeline import Origin, Tokenization, normalize, prepar
 from services.normalizer.tokenize import chunk
 from services.normalizer.worker import WorkerPool
 from services.settings import Settings
-from tests import corpus
 
 TOKENIZER = TokenizerId.of(0, b"a test tokenizer")
 

@@ -1,5 +1,6 @@
-"""A test corpus made on the fly: every supported format in Spanish and English with known
-sentences, PII, duplicates, and hostile files with the rejection each must get."""
+"""A corpus made on the fly, for the tests and the benchmarks: every supported format in Spanish
+and English with known sentences, PII, duplicates, and hostile files with the rejection each must
+get. (The demo's own documents are the files beside it.)"""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class Doc:
     rejected: RejectReason | None = None  # expected rejection instead
 
 
-def _pdf(pages: list[list[str]], header: str | None = None, encrypt: bool = False) -> bytes:
+def make_pdf(pages: list[list[str]], header: str | None = None, encrypt: bool = False) -> bytes:
     pdf = FPDF()
     if encrypt:
         pdf.set_encryption(owner_password="owner", user_password="user")
@@ -57,7 +58,7 @@ def _pdf(pages: list[list[str]], header: str | None = None, encrypt: bool = Fals
     return bytes(pdf.output())
 
 
-def _docx(paragraphs: list[str], table: list[list[str]], header: str, footer: str) -> bytes:
+def make_docx(paragraphs: list[str], table: list[list[str]], header: str, footer: str) -> bytes:
     document = docx.Document()
     document.sections[0].header.paragraphs[0].text = header
     document.sections[0].footer.paragraphs[0].text = footer
@@ -72,7 +73,7 @@ def _docx(paragraphs: list[str], table: list[list[str]], header: str, footer: st
     return buffer.getvalue()
 
 
-def _html(title: str, paragraphs: list[str]) -> bytes:
+def make_html(title: str, paragraphs: list[str]) -> bytes:
     body = "".join(f"<p>{p}</p>" for p in paragraphs)
     return (f"<!doctype html><html><head><title>{title}</title></head><body>"
             f"<nav><a href='/'>Inicio</a> | <a href='/contacto'>Contacto</a></nav>"
@@ -80,7 +81,7 @@ def _html(title: str, paragraphs: list[str]) -> bytes:
             f"<footer>© 2026 ACME. Todos los derechos reservados.</footer></body></html>").encode()
 
 
-def _scanned_pdf(lines: list[str]) -> bytes:
+def make_scanned_pdf(lines: list[str]) -> bytes:
     """A PDF whose page is only an image of text, like a scan: no text layer."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -104,11 +105,11 @@ OCR_LINES = ["La oficina central abre a las ocho de la mañana.", "Los visitante
 def scanned() -> Doc:
     """Read by OCR where Tesseract is installed, else rejected as no_text."""
     if shutil.which("tesseract"):
-        return Doc("escaneo.pdf", _scanned_pdf(OCR_LINES), "es", ("oficina central", "visitantes deben registrarse"))
-    return Doc("escaneo.pdf", _scanned_pdf(OCR_LINES), rejected=RejectReason.NO_TEXT)
+        return Doc("escaneo.pdf", make_scanned_pdf(OCR_LINES), "es", ("oficina central", "visitantes deben registrarse"))
+    return Doc("escaneo.pdf", make_scanned_pdf(OCR_LINES), rejected=RejectReason.NO_TEXT)
 
 
-def _zip_bomb() -> bytes:
+def make_zip_bomb() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("[Content_Types].xml", "<Types/>")
@@ -120,12 +121,12 @@ def good() -> list[Doc]:
     body = ES[:3] + ["Los nuevos empleados reciben un portátil y acceso a todas las herramientas internas."]
     hyphenated = ["Todo el personal emplea-", "do debe completar la formación de seguridad en su primer mes."]
     return [
-        Doc("manual.pdf", _pdf([[body[0], body[1]], [body[2], body[3]], hyphenated], header="ACME - Manual interno"),
+        Doc("manual.pdf", make_pdf([[body[0], body[1]], [body[2], body[3]], hyphenated], header="ACME - Manual interno"),
             "es", (*body, "Todo el personal empleado debe completar la formación de seguridad en su primer mes.")),
-        Doc("policies.docx", _docx(EN[:3], [["Benefit", "Amount"], ["Training budget", "1000 EUR"]],
+        Doc("policies.docx", make_docx(EN[:3], [["Benefit", "Amount"], ["Training budget", "1000 EUR"]],
                                    "ACME Policies", "Confidential"),
             "en", (*EN[:3], "Training budget | 1000 EUR", "ACME Policies", "Confidential")),
-        Doc("viajes.html", _html("Política de viajes", ES[2:5] + [ES[0]]), "es", (ES[2], ES[3], ES[4])),
+        Doc("viajes.html", make_html("Política de viajes", ES[2:5] + [ES[0]]), "es", (ES[2], ES[3], ES[4])),
         Doc("faq.md", ("# FAQ\n\n**Leave.** " + EN[0] + "\n\n## Hours\n\n" + EN[1] + "\n\n"
                        + "\n\n".join(EN[3:]) + "\n\nSee [the handbook](http://intranet/handbook).\n").encode(),
             "en", (EN[0], EN[1], EN[3], "See the handbook.")),
@@ -154,7 +155,7 @@ def duplicates() -> list[Doc]:
     """Sent after good(): an exact and a near duplicate of faq.md and viajes.html."""
     faq = good()[3].data.decode()
     edited = [ES[2].replace("treinta", "cuarenta"), ES[3], ES[4], ES[0]]  # one word changed
-    near = _html("Política de viajes", edited).decode()
+    near = make_html("Política de viajes", edited).decode()
     return [
         Doc("faq-copy.md", faq.upper().replace("\n\n", "\n").encode(), rejected=RejectReason.DUPLICATE),
         Doc("viajes-v2.html", near.encode(), rejected=RejectReason.DUPLICATE),
@@ -162,7 +163,7 @@ def duplicates() -> list[Doc]:
 
 
 def hostile() -> list[Doc]:
-    full_pdf = _pdf([[ES[0]]])
+    full_pdf = make_pdf([[ES[0]]])
     no_text = FPDF()
     no_text.add_page()
     no_text.rect(10, 10, 100, 100)
@@ -176,8 +177,8 @@ def hostile() -> list[Doc]:
         archive.writestr("word/document.xml", "<not really xml")
     return [
         Doc("truncated.pdf", full_pdf[: len(full_pdf) // 2], rejected=RejectReason.CORRUPT),
-        Doc("locked.pdf", _pdf([[ES[0]]], encrypt=True), rejected=RejectReason.ENCRYPTED),
-        Doc("bomb.docx", _zip_bomb(), rejected=RejectReason.BOMB),
+        Doc("locked.pdf", make_pdf([[ES[0]]], encrypt=True), rejected=RejectReason.ENCRYPTED),
+        Doc("bomb.docx", make_zip_bomb(), rejected=RejectReason.BOMB),
         Doc("random.txt", os.urandom(4096), rejected=RejectReason.UNSUPPORTED),
         Doc("bad-utf8.txt", b"\xc3\x28\xa0\xa1\x80\x81" * 100, rejected=RejectReason.LOW_QUALITY),
         Doc("html-really.pdf", b"<!doctype html><html><body><h1>404 Not Found</h1></body></html>",
