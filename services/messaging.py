@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -177,12 +178,10 @@ class CompactedTopic:
         self._progress = asyncio.Condition()
 
     async def start(self, follow: bool = False) -> None:
+        partitions = await self._partitions()
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False)
         await consumer.start()
         try:
-            if self.topic not in await consumer.topics():
-                raise TopicMissing(f"topic {self.topic} does not exist: run `afina stack init`")
-            partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic))]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
@@ -195,6 +194,17 @@ class CompactedTopic:
             await self.wait_past(tp.partition, offset - 1)
         if not follow:
             await self.stop()
+
+    async def _partitions(self) -> list[TopicPartition]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([self.topic])
+        finally:
+            await admin.close()
+        if described["error_code"] or not described["partitions"]:
+            raise TopicMissing(f"topic {self.topic} does not exist: run `afina stack init`")
+        return [TopicPartition(self.topic, p["partition"]) for p in described["partitions"]]
 
     async def wait_past(self, partition: int, offset: int) -> None:
         """Wait until the record at ``offset`` of ``partition`` has been applied."""

@@ -40,6 +40,8 @@ class GateDecision(BaseModel):
 class TrainingSummary(BaseModel):
     """What a training run reports (the recipe's result.json)."""
 
+    model_config = ConfigDict(ser_json_inf_nan="constants")  # a diverged run's loss is NaN
+
     steps: int
     first_loss: float
     final_loss: float

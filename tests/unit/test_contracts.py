@@ -115,13 +115,16 @@ def test_tokenizer_id_names_its_version_and_content():
 
 
 def test_a_model_card_round_trips_even_a_diverged_candidate():
-    from services.registry import GateDecision, ModelCard
+    from services.registry import GateDecision, ModelCard, TrainingSummary
 
     card = ModelCard(version=2, kind="adapter", base_model="afina-tiny", base_version=0, status="rejected",
                      parent_version=1, metrics={"eval_perplexity": float("inf"), "eval_bits_per_byte": float("nan")},
-                     gate=GateDecision(promote=False, reasons=["fails: domain eval perplexity"]))
+                     gate=GateDecision(promote=False, reasons=["fails: domain eval perplexity"]),
+                     training=TrainingSummary(steps=20, first_loss=9.1, final_loss=float("nan"), seconds=3.0,
+                                              trained_tokens_this_run=5120, tokens_per_second=1706.7, device="cpu",
+                                              peak_memory_bytes=1 << 30))
     again = ModelCard.model_validate_json(card.model_dump_json())
     assert again.metrics["eval_perplexity"] == float("inf") and math.isnan(again.metrics["eval_bits_per_byte"])
-    assert again.gate == card.gate and again.training is None
+    assert math.isnan(again.training.final_loss) and again.training.steps == 20 and again.gate == card.gate
     with pytest.raises(ValueError):
         ModelCard(version=3, kind="lora", base_model="x", base_version=0)
