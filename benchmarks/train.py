@@ -317,7 +317,7 @@ def main() -> None:
     print(f"data  {len(train_docs)} train documents in {len(parts)} parts, {stream} tokens with eos; lengths "
           f"min {lengths[0]} median {lengths[len(lengths) // 2]} mean {stream / len(lengths):.1f} "
           f"p90 {lengths[int(len(lengths) * 0.9)]} max {lengths[-1]}; {len(held_out)} held-out documents")
-    print(f"both  LoRA r={defaults.lora_r} alpha={defaults.lora_alpha} on {len(defaults.target_modules)} modules, "
+    print(f"both  LoRA r={defaults.lora_r} alpha={defaults.lora_alpha} on {defaults.target_modules} modules, "
           f"lr {defaults.learning_rate} warm-up {defaults.warmup_steps} + cosine, AdamW, clip 1.0, seed "
           f"{defaults.seed}, micro-batch {defaults.micro_batch}x{length}, {epochs} epochs")
     print(f"afina {steps} steps x {defaults.gradient_accumulation} micro-batches of packed blocks")

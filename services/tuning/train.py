@@ -20,6 +20,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 
 import pyarrow.parquet as pq
 import torch
@@ -53,7 +54,8 @@ class TrainConfig(BaseModel):
     # the recipe's own
     warmup_steps: int = 5
     lora_dropout: float = 0.0
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    # every linear (and GPT-2's Conv1D) layer but the output head, whatever the architecture names them
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
     seed: int = 0
 
     @classmethod
