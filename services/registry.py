@@ -50,6 +50,7 @@ class TrainingSummary(BaseModel):
     seconds: float
     device: str
     peak_memory_bytes: int
+    examples_cut: int = 0  # chat examples longer than a sequence, cut to it
 
 
 class ModelCard(BaseModel):

@@ -1,36 +1,93 @@
-"""Training examples: documents packed into full sequences, chat examples with loss on the
-assistant's tokens only. Labels use -100 for tokens that carry no loss (the PyTorch default
-ignore index of cross-entropy)."""
+"""Training examples packed into full sequences: documents as one stream cut into blocks, chat
+examples (loss on the assistant's tokens only) side by side in blocks of their own. Labels use
+-100 for tokens that carry no loss (the PyTorch default ignore index of cross-entropy).
+
+Packing never lets one document see another: each block carries position ids that restart at 0
+where a document (or an example) starts, and transformers turns restarting positions (with no 2D
+attention mask and no cache) into a block-diagonal causal mask, for eager, SDPA and flash
+attention alike. The first token of a document is not learned from the end of the one before.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100
 
 
-def pack(documents: Iterable[list[int]], length: int, eos_id: int) -> list[tuple[list[int], list[int]]]:
+@dataclass(frozen=True)
+class Block:
+    ids: list[int]
+    labels: list[int]
+    positions: list[int]  # 0 where a document starts: attention stays inside each document
+
+
+def pack(documents: Iterable[list[int]], length: int, eos_id: int) -> list[Block]:
     """Concatenate documents (each ended by eos) and cut the stream into blocks of ``length``.
 
-    No padding inside the stream: every position of a block is a real token that carries
-    loss. The last, partial block is padded with eos and its padding carries none.
+    No padding inside the stream: every position of a block is a real token. The last, partial
+    block is padded with eos, and its padding carries no loss.
     """
-    stream: list[int] = []
+    stream: list[tuple[int, int]] = []  # (token, position in its document)
     for ids in documents:
-        stream.extend(ids)
-        stream.append(eos_id)
+        stream.extend((token, i) for i, token in enumerate([*ids, eos_id]))
     blocks = []
     for start in range(0, len(stream), length):
-        block = stream[start : start + length]
-        labels = list(block) + [IGNORE] * (length - len(block))
-        blocks.append((block + [eos_id] * (length - len(block)), labels))
+        piece = stream[start : start + length]
+        positions = [p for _, p in piece]
+        positions[0] = 0  # a document cut at the block's start goes on as a sequence of its own
+        positions = _restarted(positions)
+        ids = [t for t, _ in piece]
+        labels = [IGNORE if p == 0 else t for t, p in zip(ids, positions)]
+        padding = length - len(piece)
+        blocks.append(Block(ids + [eos_id] * padding, labels + [IGNORE] * padding,
+                            positions + list(range(padding))))
     return blocks
 
 
-def chat_example(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]],
-                 max_length: int) -> tuple[list[int], list[int]]:
+def pack_examples(examples: Iterable[tuple[list[int], list[int]]], length: int,
+                  pad_id: int) -> tuple[list[Block], int]:
+    """Chat examples side by side in blocks of ``length`` (in order, a new block when the next one
+    does not fit), and how many were longer than a block and cut to it (the caller reports them)."""
+    blocks: list[Block] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    cut = 0
+
+    def close() -> None:
+        padding = length - len(ids)
+        blocks.append(Block(ids + [pad_id] * padding, labels + [IGNORE] * padding, positions + list(range(padding))))
+
+    for example_ids, example_labels in examples:
+        if len(example_ids) > length:
+            cut += 1
+            example_ids, example_labels = example_ids[:length], example_labels[:length]
+        if ids and len(ids) + len(example_ids) > length:
+            close()
+            ids, labels, positions = [], [], []
+        ids += example_ids
+        labels += [IGNORE, *example_labels[1:]]
+        positions += list(range(len(example_ids)))
+    if ids:
+        close()
+    return blocks, cut
+
+
+def _restarted(positions: list[int]) -> list[int]:
+    """Positions counted from each document's first token in the block."""
+    out, start = [], 0
+    for i, position in enumerate(positions):
+        if position == 0:
+            start = i
+        out.append(i - start)
+    return out
+
+
+def chat_example(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
     """Token ids of a conversation rendered with the tokenizer's chat template, and labels that
     are -100 everywhere except the assistant's answers (content and end of turn)."""
     ids: list[int] = []
@@ -49,4 +106,4 @@ def chat_example(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, st
             ids.extend(piece)
             labels.extend(piece if learned else [IGNORE] * len(piece))
         rendered = upto
-    return ids[:max_length], labels[:max_length]
+    return ids, labels

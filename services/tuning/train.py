@@ -31,7 +31,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.settings import TuningSettings
-from services.tuning.batches import IGNORE, chat_example, pack
+from services.tuning.batches import IGNORE, Block, chat_example, pack, pack_examples
 from services.tuning.parallel import Processes
 
 
@@ -72,8 +72,9 @@ class TrainConfig(BaseModel):
                    **{**hyperparameters, **overrides})
 
 
-def load_blocks(config: TrainConfig, tokenizer) -> list[tuple[list[int], list[int]]]:
-    """Text chunks packed into full sequences; chat examples one per sequence, padded."""
+def load_blocks(config: TrainConfig, tokenizer) -> tuple[list[Block], int]:
+    """Text chunks and chat examples packed into full sequences, and how many examples were longer
+    than a sequence and cut to it."""
     documents, chats = [], []
     for path in config.parts:
         for row in pq.read_table(path, columns=["kind", "token_ids", "messages"]).to_pylist():
@@ -81,12 +82,9 @@ def load_blocks(config: TrainConfig, tokenizer) -> list[tuple[list[int], list[in
                 chats.append(json.loads(row["messages"]))
             else:
                 documents.append(row["token_ids"])
-    blocks = pack(documents, config.sequence_length, tokenizer.eos_token_id)
-    for messages in chats:
-        ids, labels = chat_example(tokenizer, messages, config.sequence_length)
-        padding = config.sequence_length - len(ids)
-        blocks.append((ids + [tokenizer.pad_token_id] * padding, labels + [IGNORE] * padding))
-    return blocks
+    examples, cut = pack_examples((chat_example(tokenizer, messages) for messages in chats), config.sequence_length,
+                                  tokenizer.pad_token_id)
+    return pack(documents, config.sequence_length, tokenizer.eos_token_id) + examples, cut
 
 
 def main(config: TrainConfig) -> dict:
@@ -112,9 +110,12 @@ def main(config: TrainConfig) -> dict:
     forward = processes.wrap(model)
 
     # 2. the data: a fixed order of blocks, seeded, the same for a resumed run
-    blocks = load_blocks(config, tokenizer)
+    blocks, cut = load_blocks(config, tokenizer)
     if not blocks:
         raise SystemExit("the snapshot's train split has no tokens")
+    if cut:
+        print(f"{cut} chat example(s) longer than {config.sequence_length} tokens were cut to it "
+              "(raise AFINA_TUNING_SEQUENCE_LENGTH to keep them whole)", file=sys.stderr)
     order = random.Random(config.seed).sample(range(len(blocks)), len(blocks))
 
     # 3. optimizer and schedule: AdamW, linear warm-up then cosine
@@ -134,10 +135,13 @@ def main(config: TrainConfig) -> dict:
         for micro in range(config.gradient_accumulation):
             first = processes.first_block(step * config.gradient_accumulation + micro, config.micro_batch)
             picked = [blocks[order[(first + i) % len(blocks)]] for i in range(config.micro_batch)]
-            input_ids = torch.tensor([ids for ids, _ in picked], device=device)
-            labels = torch.tensor([lab for _, lab in picked], device=device)
+            input_ids = torch.tensor([block.ids for block in picked], device=device)
+            labels = torch.tensor([block.labels for block in picked], device=device)
+            positions = torch.tensor([block.positions for block in picked], device=device)
             with processes.accumulating(forward, last=micro == config.gradient_accumulation - 1):
-                loss = forward(input_ids=input_ids, labels=labels).loss / config.gradient_accumulation
+                # restarting positions, no attention mask and no cache: attention stays in each document
+                loss = forward(input_ids=input_ids, labels=labels, position_ids=positions,
+                               use_cache=False).loss / config.gradient_accumulation
                 loss = processes.weigh(loss, labels)
                 loss.backward()
             step_loss += loss.item()
@@ -168,7 +172,7 @@ def main(config: TrainConfig) -> dict:
     result = {
         "steps": step, "final_loss": losses[-1], "first_loss": losses[0], "trained_tokens_this_run": tokens_seen,
         "tokens_per_second": tokens_seen / seconds if seconds else 0.0, "seconds": seconds, "device": device,
-        "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else _peak_rss(),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else _peak_rss(), "examples_cut": cut,
     }
     (output / "result.json").write_text(json.dumps(result, indent=2))
     return result

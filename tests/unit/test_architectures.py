@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -25,6 +26,7 @@ from services.inference.generation import Job
 from services.inference.sampling import SamplingParams
 from services.settings import TuningSettings
 from services.tuning import tiny
+from services.tuning.batches import pack
 from services.tuning.train import TrainConfig, main
 
 SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -66,8 +68,18 @@ def test_a_model_of_each_family_trains_a_lora_adapter_and_serves_it(family, toke
     config = FAMILIES[family](len(tokenizer))
     config.update({"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                    "pad_token_id": tokenizer.pad_token_id})
-    AutoModelForCausalLM.from_config(config).save_pretrained(base, safe_serialization=True)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.save_pretrained(base, safe_serialization=True)
     tokenizer.save_pretrained(base)
+
+    # packing keeps attention inside each document in this architecture too
+    first, second = tokenizer("Hola a todos.")["input_ids"], tokenizer("La garantía es de veinticinco años.")["input_ids"]
+    (block,) = pack([first, second], length=len(first) + len(second) + 2, eos_id=tokenizer.eos_token_id)
+    with torch.no_grad():
+        packed = model(input_ids=torch.tensor([block.ids]), position_ids=torch.tensor([block.positions]),
+                       use_cache=False).logits[0]
+        alone = model(input_ids=torch.tensor([second]), use_cache=False).logits[0]
+    assert torch.allclose(packed[len(first) + 1 : len(first) + 1 + len(second)], alone, atol=1e-4)
 
     now = datetime.now(UTC)
     rows = [{"source_id": "t:x", "sha256": "a" * 64, "chunk_index": i, "kind": "text", "text": line, "messages": None,
