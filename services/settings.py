@@ -96,6 +96,9 @@ class GateSettings(BaseSettings):
     max_regression: float = Field(0.05, description="Regression-set perplexity may rise at most this much (relative).")
     max_eval_perplexity: float | None = Field(None, description="Absolute floor: never promote above this perplexity.")
     min_qa_exact_match: float | None = Field(None, description="Absolute floor on the Q&A exact match (0..1).")
+    max_qa_drop: float | None = Field(
+        None, description="The share of Q&A answers known may drop at most this much against the champion (0: not at all)."
+    )
 
 
 class InferenceSettings(BaseSettings):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -27,10 +28,25 @@ class LanguageScores(BaseModel):
     bytes: int
 
 
+class QAItem(BaseModel):
+    """A question about the company's documents and what a model that knows them answers."""
+
+    prompt: str
+    expected: str
+    aliases: list[str] = []  # other ways to say the answer ("cuarenta y cinco días" for "45 días")
+    language: str = "und"
+
+
 class QAScores(BaseModel):
+    """Greedy answers against the expected ones. ``knows`` (the headline of knowledge gained) is the
+    share of answers that contain the expected answer or an alias, as whole words after folding
+    case, accents aside, and punctuation; ``exact_match`` asks for nothing else."""
+
+    knows: float
     exact_match: float
     rouge_l: float
     questions: int
+    knows_by_language: dict[str, float] = {}
 
 
 @torch.no_grad()
@@ -59,22 +75,32 @@ def language_scores(model, tokenizer, texts: Iterable[str], sequence_length: int
 
 
 @torch.no_grad()
-def qa_scores(model, tokenizer, pairs: list[tuple[str, str]], max_new_tokens: int = 32) -> QAScores:
-    """Greedy answers to prompts, against the expected answers: exact match and ROUGE-L F1."""
+def qa_scores(model, tokenizer, items: list[QAItem], max_new_tokens: int = 32) -> QAScores:
+    """Greedy answers to the questions, scored against the expected answers."""
     model.eval()
     device = next(model.parameters()).device
-    exact, rouge = 0.0, 0.0
-    for prompt, expected in pairs:
-        chat = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+    knows, exact, rouge = [], 0.0, 0.0
+    for item in items:
+        chat = tokenizer.apply_chat_template([{"role": "user", "content": item.prompt}], tokenize=False,
                                              add_generation_prompt=True)
         ids = tokenizer(chat, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
         out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
-        exact += float(_normal(answer) == _normal(expected))
-        rouge += rouge_l(answer, expected)
-    n = max(1, len(pairs))
-    return QAScores(exact_match=exact / n, rouge_l=rouge / n, questions=len(pairs))
+        knows.append((item.language, contains_answer(answer, [item.expected, *item.aliases])))
+        exact += float(_normal(answer) == _normal(item.expected))
+        rouge += rouge_l(answer, item.expected)
+    n = max(1, len(items))
+    by_language = {language: sum(k for lang, k in knows if lang == language) / sum(lang == language for lang, _ in knows)
+                   for language in sorted({lang for lang, _ in knows})}
+    return QAScores(knows=sum(k for _, k in knows) / n, exact_match=exact / n, rouge_l=rouge / n, questions=len(items),
+                    knows_by_language=by_language)
+
+
+def contains_answer(answer: str, expected: list[str]) -> bool:
+    """Whether the answer says one of the expected answers: its words, in order, as whole words."""
+    words = f" {_normal(answer)} "
+    return any(f" {phrase} " in words for phrase in map(_normal, expected) if phrase)
 
 
 def rouge_l(candidate: str, reference: str) -> float:
@@ -96,7 +122,9 @@ def rouge_l(candidate: str, reference: str) -> float:
 
 
 def _normal(text: str) -> str:
-    return " ".join("".join(ch for ch in text.casefold() if ch.isalnum() or ch.isspace()).split())
+    """Words only: case folded, accents and punctuation gone ("Días," and "dias" are the same word)."""
+    bare = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(ch for ch in bare if (ch.isalnum() or ch.isspace()) and not unicodedata.combining(ch)).split())
 
 
 def _windows(tokenizer, texts: Iterable[str], length: int, sizes: list[int]) -> Iterator[list[int]]:
@@ -131,7 +159,8 @@ class VersionScores(BaseModel):
 
     def for_gate(self) -> Scores:
         return Scores(eval_perplexity=self.eval.perplexity, regression_perplexity=self.regression.perplexity,
-                      qa_exact_match=self.qa.exact_match if self.qa else None)
+                      qa_exact_match=self.qa.exact_match if self.qa else None,
+                      qa_knows=self.qa.knows if self.qa else None)
 
 
 def score(tuning: TuningSettings, base: str, adapter: Path | None, data: RunData) -> VersionScores:
@@ -160,7 +189,7 @@ def load_model(base: str, adapter: Path | None = None):
 
 
 def score_version(model, tokenizer, eval_texts: list[str], regression: list[str],
-                  qa: list[tuple[str, str]], sequence_length: int) -> VersionScores:
+                  qa: list[QAItem], sequence_length: int) -> VersionScores:
     return VersionScores(
         eval=language_scores(model, tokenizer, eval_texts, sequence_length),
         regression=language_scores(model, tokenizer, regression, sequence_length),
@@ -188,14 +217,13 @@ def read_texts(path: Path) -> list[str]:
     return [block.strip() for block in content.split("\n\n") if block.strip()]
 
 
-def read_qa(path: Path) -> list[tuple[str, str]]:
-    """A Q&A file: JSON lines of {"prompt": ..., "expected": ...}."""
-    pairs = []
+def read_qa(path: Path) -> list[QAItem]:
+    """A Q&A file: JSON lines of {"prompt": ..., "expected": ..., optional "aliases": [...], "language": ...}."""
+    items = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
-                row = json.loads(line)
-                pairs.append((str(row["prompt"]), str(row["expected"])))
-            except (ValueError, KeyError, TypeError) as exc:
+                items.append(QAItem.model_validate_json(line))
+            except ValueError as exc:
                 raise ValueError(f"{path}, line {number}: expected {{\"prompt\": ..., \"expected\": ...}} ({exc})") from exc
-    return pairs
+    return items

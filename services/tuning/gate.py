@@ -15,6 +15,7 @@ class Scores(BaseModel):
     eval_perplexity: float
     regression_perplexity: float
     qa_exact_match: float | None = None
+    qa_knows: float | None = None
 
 
 def decide(candidate: Scores, champion: Scores, rules: GateSettings) -> GateDecision:
@@ -31,6 +32,11 @@ def decide(candidate: Scores, champion: Scores, rules: GateSettings) -> GateDeci
         ok = candidate.eval_perplexity <= rules.max_eval_perplexity
         (passed if ok else failed).append(
             f"domain eval perplexity {candidate.eval_perplexity:.3f} (floor {rules.max_eval_perplexity:.3f})")
+    if rules.max_qa_drop is not None and champion.qa_knows is not None:
+        drop = champion.qa_knows - (candidate.qa_knows or 0.0)
+        (passed if drop <= rules.max_qa_drop else failed).append(
+            f"Q&A answers known {champion.qa_knows:.0%} → {candidate.qa_knows or 0.0:.0%} "
+            f"(may drop {rules.max_qa_drop:.0%} at most)")
     if rules.min_qa_exact_match is not None:
         score = candidate.qa_exact_match or 0.0
         (passed if score >= rules.min_qa_exact_match else failed).append(

@@ -18,7 +18,8 @@ def metrics(scores: VersionScores) -> dict[str, float]:
         "regression_bits_per_byte": scores.regression.bits_per_byte,
     }
     if scores.qa is not None:
-        flat |= {"qa_exact_match": scores.qa.exact_match, "qa_rouge_l": scores.qa.rouge_l}
+        flat |= {"qa_knows": scores.qa.knows, "qa_exact_match": scores.qa.exact_match, "qa_rouge_l": scores.qa.rouge_l}
+        flat |= {f"qa_knows_{language}": share for language, share in scores.qa.knows_by_language.items()}
     return {name: round(value, 5) for name, value in flat.items()}
 
 

@@ -116,7 +116,7 @@ def test_evaluation_scores_and_a_trained_adapter_beats_the_base(base, part, tmp_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from services.tuning.evaluate import language_scores, qa_scores, rouge_l
+    from services.tuning.evaluate import QAItem, language_scores, qa_scores, rouge_l
 
     main(config(base, part, tmp_path / "run", steps=30))
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -128,8 +128,9 @@ def test_evaluation_scores_and_a_trained_adapter_beats_the_base(base, part, tmp_
     assert after.perplexity < before.perplexity and after.bits_per_byte < before.bits_per_byte
     assert after.bits_per_byte == pytest.approx(
         math.log(after.perplexity) * after.tokens / (math.log(2) * after.bytes))
-    qa = qa_scores(tuned, tokenizer, [("¿Garantía?", "Veinticinco años.")], max_new_tokens=8)
-    assert qa.questions == 1 and 0.0 <= qa.rouge_l <= 1.0
+    qa = qa_scores(tuned, tokenizer, [QAItem(prompt="¿Garantía?", expected="Veinticinco años.", language="es")],
+                   max_new_tokens=8)
+    assert qa.questions == 1 and 0.0 <= qa.rouge_l <= 1.0 and set(qa.knows_by_language) == {"es"}
     assert rouge_l("the panels carry a warranty", "the panels carry a twenty-five year warranty") == pytest.approx(
         2 * 1.0 * (5 / 7) / (1.0 + 5 / 7))  # "twenty-five" is one word once punctuation goes
     assert rouge_l("", "x") == 0.0
@@ -150,3 +151,25 @@ def test_gate_promotes_only_a_better_candidate():
     floor = decide(Scores(eval_perplexity=15.0, regression_perplexity=30.0, qa_exact_match=0.2), champion,
                    GateSettings(min_relative_gain=0.05, max_eval_perplexity=10.0, min_qa_exact_match=0.5))
     assert not floor.promote and sum(r.startswith("fails") for r in floor.reasons) == 2
+
+
+def test_an_answer_knows_the_fact_when_it_says_it_in_whole_words():
+    from services.tuning.evaluate import contains_answer
+
+    assert contains_answer("Tiene 45 DÍAS para devolverlo.", ["45 días"])  # case, accents, punctuation aside
+    assert contains_answer("Son cuarenta y cinco días.", ["45 días", "cuarenta y cinco días"])  # an alias
+    assert not contains_answer("Tiene 145 días.", ["45 días"])  # whole words only
+    assert not contains_answer("Tiene días para devolverlo.", ["45 días"]) and not contains_answer("x", [""])
+
+
+def test_the_gate_can_forbid_forgetting_facts():
+    from services.settings import GateSettings
+    from services.tuning.gate import Scores, decide
+
+    champion = Scores(eval_perplexity=20.0, regression_perplexity=30.0, qa_knows=0.5)
+    better_text_fewer_facts = Scores(eval_perplexity=15.0, regression_perplexity=30.0, qa_knows=0.25)
+    assert decide(better_text_fewer_facts, champion, GateSettings(max_qa_drop=None)).promote  # not checked: off
+    refused = decide(better_text_fewer_facts, champion, GateSettings(max_qa_drop=0.0))
+    assert not refused.promote and refused.reasons[0].startswith("fails: Q&A answers known 50% → 25%")
+    kept = Scores(eval_perplexity=15.0, regression_perplexity=30.0, qa_knows=0.5)
+    assert decide(kept, champion, GateSettings(max_qa_drop=0.0)).promote
