@@ -78,6 +78,10 @@ class TuningSettings(BaseSettings):
     lora_r: int = Field(8, ge=1, description="LoRA rank.")
     checkpoint_every: int = Field(20, ge=1, description="Steps between training checkpoints.")
     eval_percent: int = Field(10, ge=1, le=50, description="Share of documents held out for evaluation.")
+    eval_tokens: int = Field(
+        50_000, ge=1, description="Tokens of the eval split (and of the regression set) scored per version at most: "
+        "a sample drawn by content hash, the same for the candidate and the champion.",
+    )
     regression_file: Path | None = Field(
         None, description="Texts the model must not forget (paragraphs, or JSONL of {text}); default: the first "
         "snapshot's eval documents, frozen.",

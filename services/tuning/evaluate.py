@@ -6,6 +6,7 @@ of the whole set, so memory does not grow with the evaluation data.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import unicodedata
@@ -172,8 +173,23 @@ def score(tuning: TuningSettings, base: str, adapter: Path | None, data: RunData
     regression = (read_texts(tuning.regression_file) if tuning.regression_file
                   else texts_of_parts(data.regression, tokenizer))
     qa = read_qa(tuning.qa_file) if tuning.qa_file else []
-    return score_version(load_model(base, adapter), tokenizer, texts_of_parts(data.eval, tokenizer), regression, qa,
-                         tuning.sequence_length)
+    eval_texts = sample(texts_of_parts(data.eval, tokenizer), tokenizer, tuning.eval_tokens)
+    return score_version(load_model(base, adapter), tokenizer, eval_texts,
+                         sample(regression, tokenizer, tuning.eval_tokens), qa, tuning.sequence_length)
+
+
+def sample(texts: list[str], tokenizer, budget: int) -> list[str]:
+    """Texts of about ``budget`` tokens at most, so that scoring costs the same however the dataset
+    grows. Drawn by the hash of each text: the same texts for every version scored (the candidate
+    and the champion), and the same ones again as long as they are in the data."""
+    chosen, tokens = [], 0
+    for text in sorted(texts, key=lambda t: hashlib.sha256(t.encode()).digest()):
+        size = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if chosen and tokens + size > budget:
+            continue  # a shorter text may still fit
+        chosen.append(text)
+        tokens += size
+    return chosen
 
 
 def load_model(base: str, adapter: Path | None = None):

@@ -173,3 +173,19 @@ def test_the_gate_can_forbid_forgetting_facts():
     assert not refused.promote and refused.reasons[0].startswith("fails: Q&A answers known 50% → 25%")
     kept = Scores(eval_perplexity=15.0, regression_perplexity=30.0, qa_knows=0.5)
     assert decide(kept, champion, GateSettings(max_qa_drop=0.0)).promote
+
+
+def test_evaluation_scores_a_stable_sample_within_its_token_budget():
+    from services.tuning.evaluate import sample
+
+    words = _WordTokenizer()
+    texts = [f"text {i} " + "word " * (i % 7 + 1) for i in range(200)]
+    chosen = sample(texts, words, budget=100)
+    assert 90 <= sum(len(words(t)["input_ids"]) for t in chosen) <= 100 and len(chosen) < len(texts)
+    assert sample(list(reversed(texts)), words, budget=100) == chosen  # the order of the data does not matter
+    assert set(sample(texts[:3], words, budget=10_000)) == set(texts[:3])  # under the budget: everything
+
+
+class _WordTokenizer:
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+        return {"input_ids": text.split()}
