@@ -33,7 +33,7 @@ from control.localstack.process import free_port
 from services import registry
 from services.inference import client
 from services.inference.engine import Engine
-from services.inference.generation import Job, Result
+from services.inference.generation import Collected, Job
 from services.inference.sampling import SamplingParams
 from services.settings import Settings
 from services.storage import minio_client
@@ -68,19 +68,6 @@ def server(settings: Settings, work: Path, max_batch: int):
         proc.wait(30)
 
 
-class Keep:
-    """A sink that keeps the result (the in-process calls)."""
-
-    result: Result | None = None
-
-    def delta(self, text: str) -> None:
-        pass
-
-    def done(self, result: Result) -> None:
-        self.result = result
-
-    def failed(self, error: BaseException) -> None:
-        raise error
 
 
 def in_process_engine(settings: Settings, version: int) -> Engine:
@@ -104,7 +91,7 @@ def prompt_ids(engine: Engine) -> list[int]:
 
 
 def in_process(engine: Engine, version: int, tokens: int) -> float:
-    job = Job(prompt_ids(engine), tokens, SamplingParams(temperature=0), Keep(), ignore_eos=True)
+    job = Job(prompt_ids(engine), tokens, SamplingParams(temperature=0), Collected(), ignore_eos=True)
     started = time.perf_counter()
     engine.generate(version, [job])
     elapsed = time.perf_counter() - started

@@ -51,6 +51,21 @@ class Sink(Protocol):
     def failed(self, error: BaseException) -> None: ...
 
 
+class Collected:
+    """A sink that keeps the result, for callers in this process (benchmarks, tests)."""
+
+    result: Result | None = None
+
+    def delta(self, text: str) -> None:
+        pass
+
+    def done(self, result: Result) -> None:
+        self.result = result
+
+    def failed(self, error: BaseException) -> None:
+        raise error
+
+
 @dataclass(eq=False)
 class Job:
     prompt_ids: list[int]

@@ -22,7 +22,7 @@ from transformers import (
 
 from services.datasets.parts import to_parquet
 from services.inference.engine import Engine
-from services.inference.generation import Job
+from services.inference.generation import Collected, Job
 from services.inference.sampling import SamplingParams
 from services.settings import TuningSettings
 from services.tuning import tiny
@@ -48,17 +48,6 @@ def tokenizer_folder(tmp_path_factory):
     return folder
 
 
-class Keep:
-    result = None
-
-    def delta(self, text: str) -> None:
-        pass
-
-    def done(self, result) -> None:
-        self.result = result
-
-    def failed(self, error: BaseException) -> None:
-        raise error
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -95,12 +84,12 @@ def test_a_model_of_each_family_trains_a_lora_adapter_and_serves_it(family, toke
     adapted = set(json.loads((run / "adapter" / "adapter_config.json").read_text())["target_modules"])
     assert len(adapted) >= 3, adapted  # attention and MLP layers, by this architecture's own names
 
-    async def serve() -> list[Keep]:
+    async def serve() -> list[Collected]:
         engine = Engine(str(base), 0, capacity=1, max_queue=4, max_batch=2, batch_wait_s=0, threads=1)
         await engine.start()
         try:
             await engine.add_adapter(1, run / "adapter")
-            sinks = [Keep(), Keep()]
+            sinks = [Collected(), Collected()]
             prompts = [tokenizer("Hola")["input_ids"], tokenizer("La garantía de los paneles es de")["input_ids"]]
             jobs = [Job(ids, 5, SamplingParams(temperature=0), sink, ignore_eos=True) for ids, sink in zip(prompts, sinks)]
             await asyncio.to_thread(engine.generate, 1, jobs)  # two prompts of other lengths: left padding

@@ -50,17 +50,6 @@ def test_a_missing_package_says_how_to_install_it():
         packaged.gguf_path(absent)
 
 
-class Keep:
-    result = None
-
-    def delta(self, text: str) -> None:
-        pass
-
-    def done(self, result) -> None:
-        self.result = result
-
-    def failed(self, error: BaseException) -> None:
-        raise error
 
 
 def test_the_inference_engine_serves_smollm2_with_its_chat_template_and_stop_tokens(smollm2):
@@ -68,18 +57,18 @@ def test_the_inference_engine_serves_smollm2_with_its_chat_template_and_stop_tok
     import asyncio
 
     from services.inference.engine import Engine
-    from services.inference.generation import Finish, Job
+    from services.inference.generation import Collected, Finish, Job
     from services.inference.params import Params
     from services.inference.sampling import SamplingParams
 
     folder, _ = smollm2
     questions = ["What is the capital of France?", "What is the capital of Italy? Answer in one short sentence."]
 
-    async def ask() -> list[Keep]:
+    async def ask() -> list[Collected]:
         engine = Engine(str(folder), 0, capacity=1, max_queue=4, max_batch=2, batch_wait_s=0, threads=0)
         await engine.start()
         try:
-            sinks = [Keep(), Keep()]
+            sinks = [Collected(), Collected()]
             jobs = [Job(engine.encode(Params(prompt=None, messages=(("user", q),), max_new_tokens=40,
                                              sampling=SamplingParams(temperature=0), stop=(), version=None,
                                              ignore_eos=False)), 40, SamplingParams(temperature=0), sink)
