@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import tempfile
 import time
@@ -36,19 +35,10 @@ from services.normalizer.extract import Rejection  # noqa: E402
 from services.normalizer.pipeline import Origin, Tokenization, prepare  # noqa: E402
 from services.settings import Settings  # noqa: E402
 from services.tuning import evaluate, packaged  # noqa: E402
+from services.tuning.base import built  # noqa: E402
 from services.tuning.train import TrainConfig, main  # noqa: E402
 
 SAMPLES = ROOT / "samples"
-
-
-def base_folder(settings: Settings) -> Path:
-    """SmolLM2 as a safetensors folder: the one `afina base init` caches, made here if missing."""
-    folder = settings.state_dir / "models" / packaged.SMOLLM2.name
-    if not (folder / "afina-build.json").exists():
-        print(f"converting {packaged.SMOLLM2.name} into {folder} (once) ...", flush=True)
-        build = packaged.convert(packaged.SMOLLM2, folder)
-        (folder / "afina-build.json").write_text(json.dumps(build, indent=2))
-    return folder
 
 
 def write_parts(base: Path, out: Path, max_chunk_tokens: int) -> tuple[list[str], int]:
@@ -90,7 +80,7 @@ def show(name: str, scores: evaluate.QAScores) -> None:
 
 def main_(args: argparse.Namespace) -> None:
     settings = Settings()
-    folder = base_folder(settings)
+    folder, _ = built(settings, packaged.SMOLLM2.name, echo=print)  # the folder `afina base init` caches
     items = evaluate.read_qa(SAMPLES / "qa.jsonl")
     work = Path(tempfile.mkdtemp(prefix="afina-bench-knowledge-"))
     parts, tokens = write_parts(folder, work / "parts", settings.normalizer.max_chunk_tokens)

