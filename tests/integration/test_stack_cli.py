@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from control import localstack
-from tests.integration.harness import AFINA
+from tests.integration.harness import AFINA, settings_from_env
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,9 @@ def test_up_twice_status_down(other_stack_env):
     lines = {line.split()[0]: line.split()[1] for line in first.stdout.splitlines() if line[:1].isalpha()}
     assert {k: lines[k] for k in ("kafka", "minio", "prefect")} == {
         "kafka": "started", "minio": "started", "prefect": "started"}
-    assert "kafka://127.0.0.1:19092" in first.stdout and "http://127.0.0.1:14200" in first.stdout
+    other = settings_from_env(other_stack_env)
+    assert f"kafka://127.0.0.1:{other.kafka_port}" in first.stdout
+    assert f"http://127.0.0.1:{other.prefect_port}" in first.stdout
 
     second = afina(other_stack_env, "stack", "up")
     assert second.returncode == 0, second.stderr
@@ -45,7 +47,7 @@ def test_up_twice_status_down(other_stack_env):
 
     down = afina(other_stack_env, "stack", "down")
     assert down.stdout.strip() == "stopped: minio, prefect, kafka"
-    for port in (19092, 19000, 14200):
+    for port in (other.kafka_port, other.s3_port, other.prefect_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after down"
 
@@ -99,11 +101,12 @@ def test_missing_java_or_go_is_named(other_stack_env, tmp_path):
 
 def test_failed_up_leaves_nothing_running(other_stack_env):
     # Prefect starts first; Kafka then refuses this configuration: the started Prefect must be stopped.
-    env = {**other_stack_env, "AFINA_KAFKA_CONTROLLER_PORT": "19092"}
+    other = settings_from_env(other_stack_env)
+    env = {**other_stack_env, "AFINA_KAFKA_CONTROLLER_PORT": str(other.kafka_port)}
     result = afina(env, "stack", "up")
     assert result.returncode == 1
     assert "must differ from Kafka's port" in result.stderr
     assert "starting prefect" in result.stdout
     assert afina(env, "stack", "status").stdout.count(" stopped ") == 3
     with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", 14200)) != 0, "prefect was left running"
+        assert sock.connect_ex(("127.0.0.1", other.prefect_port)) != 0, "prefect was left running"
