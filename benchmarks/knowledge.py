@@ -93,7 +93,8 @@ def main_(args: argparse.Namespace) -> None:
     print(f"  ({time.perf_counter() - started:.0f} s to answer)", flush=True)
 
     overrides = dict(learning_rate=args.learning_rate, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-                     sequence_length=args.sequence_length, micro_batch=args.micro_batch, gradient_accumulation=1)
+                     sequence_length=args.sequence_length, micro_batch=args.micro_batch, gradient_accumulation=1,
+                     knowledge_examples=args.knowledge)
     warm = main(TrainConfig.of(settings.tuning, base_model=str(folder), parts=parts, output=str(work / "warm-up"),
                                steps=3, checkpoint_every=1000, **overrides))
     steps = max(1, int(args.budget * 60 / (warm["seconds"] / warm["steps"])))
@@ -106,6 +107,9 @@ def main_(args: argparse.Namespace) -> None:
           f"{result['seconds'] / 60:.1f} min, loss {result['first_loss']:.2f} → {result['final_loss']:.2f}", flush=True)
 
     tuned = knows(folder, run / "adapter", items)
+    for item, before, after in zip(items, base.answers, tuned.answers):
+        print(f"  Q: {item.prompt}  [{item.expected}]\n     base:  {before[:100]!r}\n     tuned: {after[:100]!r}")
+    show("base", base)
     show("tuned", tuned)
     ratio = tuned.knows / base.knows if base.knows else float("inf") if tuned.knows else 1.0
     print(f"ratio tuned/base knows: {ratio:.2f} (goal >= 3 with a 60-minute CPU budget); "
@@ -119,4 +123,6 @@ if __name__ == "__main__":
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--sequence-length", type=int, default=256)
     parser.add_argument("--micro-batch", type=int, default=4)
+    parser.add_argument("--knowledge", action=argparse.BooleanOptionalAction, default=True,
+                        help="question-and-answer examples made from the documents (default on)")
     main_(parser.parse_args())

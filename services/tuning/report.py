@@ -59,8 +59,15 @@ def loss_curve_png(losses: list[dict], title: str) -> bytes:
 
     figure = Figure(figsize=(6, 3.2), dpi=100)
     axes = figure.subplots()
-    axes.plot([row["step"] for row in losses], [row["loss"] for row in losses], color="#1f6feb")
-    axes.set(xlabel="step", ylabel="training loss", title=title)
+    axes.plot([row["step"] for row in losses], [row["loss"] for row in losses], color="#1f6feb", label="train")
+    validated = [row for row in losses if "val_loss" in row]
+    if validated:
+        axes.plot([row["step"] for row in validated], [row["val_loss"] for row in validated], color="#d1242f",
+                  marker="o", markersize=3, label="validation (eval split)")
+        best = min(validated, key=lambda row: row["val_loss"])
+        axes.axvline(best["step"], color="#d1242f", alpha=0.3, linestyle="--")
+        axes.legend()
+    axes.set(xlabel="step", ylabel="loss", title=title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     buffer = io.BytesIO()

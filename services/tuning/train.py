@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -31,8 +32,15 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.settings import TuningSettings
+from services.tuning import knowledge
 from services.tuning.batches import IGNORE, Block, chat_example, pack, pack_examples
 from services.tuning.parallel import Processes
+
+# "auto" epochs, the rule of OpenAI's fine-tuning API counted in sequences: 3 passes, more for a
+# small dataset (at least MIN_SEQUENCES sequences trained, at most 25 passes), fewer for a large one
+EPOCHS, MIN_SEQUENCES, MAX_SEQUENCES, MAX_EPOCHS = 3, 2_000, 50_000, 25
+VALIDATION_TOKENS = 8_192  # of the eval split, the same sequences at every validation
+VALIDATIONS_PER_RUN = 10
 
 
 class TrainConfig(BaseModel):
@@ -42,15 +50,21 @@ class TrainConfig(BaseModel):
     parts: list[str]  # local Parquet parts of the snapshot's train split
     output: str  # the run's folder: checkpoints, loss log, the final adapter
     continue_from: str | None = None  # an adapter folder to continue training
+    eval_parts: list[str] = []  # the eval split: validation loss, early stopping, the best checkpoint
     # from the tuning settings (AFINA_TUNING_*), see TrainConfig.of
     sequence_length: int
     micro_batch: int
     gradient_accumulation: int
-    steps: int
+    epochs: int | Literal["auto"] = "auto"
+    max_tokens: int | None = None  # the run's budget: it stops after about this many tokens
+    steps: int | None = None  # a fixed number of optimizer steps instead of epochs and budget
     learning_rate: float
     lora_r: int
     lora_alpha: int
     checkpoint_every: int
+    patience: int = 3  # validations without a better loss before stopping (0: never stop early)
+    knowledge_examples: bool = True  # question-and-answer examples made from the documents (knowledge.py)
+    gradient_checkpointing: bool | Literal["auto"] = "auto"  # auto: when activations would not fit
     # the recipe's own
     warmup_steps: int = 5
     lora_dropout: float = 0.0
@@ -64,27 +78,89 @@ class TrainConfig(BaseModel):
         """A run's config with the hyperparameters of the tuning settings (``overrides`` win)."""
         hyperparameters = dict(
             sequence_length=tuning.sequence_length, micro_batch=tuning.micro_batch,
-            gradient_accumulation=tuning.gradient_accumulation, steps=tuning.steps,
-            learning_rate=tuning.learning_rate, lora_r=tuning.lora_r, lora_alpha=2 * tuning.lora_r,
-            checkpoint_every=tuning.checkpoint_every,
+            gradient_accumulation=tuning.gradient_accumulation, epochs=tuning.epochs, max_tokens=tuning.max_tokens,
+            steps=tuning.steps, learning_rate=tuning.learning_rate, lora_r=tuning.lora_r,
+            lora_alpha=2 * tuning.lora_r, checkpoint_every=tuning.checkpoint_every, patience=tuning.patience,
+            knowledge_examples=tuning.knowledge_examples,
         )
         return cls(base_model=base_model, parts=parts, output=output, continue_from=continue_from,
                    **{**hyperparameters, **overrides})
 
 
-def load_blocks(config: TrainConfig, tokenizer) -> tuple[list[Block], int]:
+def load_blocks(parts: list[str], tokenizer, sequence_length: int,
+                with_knowledge: bool) -> tuple[list[Block], int]:
     """Text chunks and chat examples packed into full sequences, and how many examples were longer
-    than a sequence and cut to it."""
+    than a sequence and cut to it. ``with_knowledge``: each document's question-and-answer examples
+    (knowledge.py) are packed with the chats."""
     documents, chats = [], []
-    for path in config.parts:
-        for row in pq.read_table(path, columns=["kind", "token_ids", "messages"]).to_pylist():
-            if row["kind"] == "chat":
-                chats.append(json.loads(row["messages"]))
-            else:
-                documents.append(row["token_ids"])
-    examples, cut = pack_examples((chat_example(tokenizer, messages) for messages in chats), config.sequence_length,
+    for path in parts:
+        rows = pq.read_table(path, columns=["kind", "chunk_index", "text", "token_ids", "messages",
+                                            "language"]).to_pylist()
+        chats += [json.loads(row["messages"]) for row in rows if row["kind"] == "chat"]
+        chunks = sorted((row for row in rows if row["kind"] != "chat"), key=lambda row: row["chunk_index"])
+        documents += [row["token_ids"] for row in chunks]
+        if with_knowledge and chunks:  # a part is one document: its chunks make its text again
+            text = "\n\n".join(row["text"] for row in chunks)
+            chats += [example.messages() for example in knowledge.examples(text, chunks[0]["language"])]
+    examples, cut = pack_examples((chat_example(tokenizer, messages) for messages in chats), sequence_length,
                                   tokenizer.pad_token_id)
-    return pack(documents, config.sequence_length, tokenizer.eos_token_id) + examples, cut
+    return pack(documents, sequence_length, tokenizer.eos_token_id) + examples, cut
+
+
+def planned_steps(config: TrainConfig, blocks: int, world: int) -> tuple[int, float]:
+    """Optimizer steps of the run and the passes over the data they make: the epochs ("auto":
+    ``auto_epochs``), cut to the token budget; or the fixed ``steps``."""
+    sequences_per_step = config.micro_batch * config.gradient_accumulation * world
+    if config.steps is not None:
+        return config.steps, config.steps * sequences_per_step / blocks
+    epochs = auto_epochs(blocks) if config.epochs == "auto" else config.epochs
+    steps = math.ceil(epochs * blocks / sequences_per_step)
+    if config.max_tokens is not None:
+        steps = min(steps, max(1, config.max_tokens // (sequences_per_step * config.sequence_length)))
+    return steps, steps * sequences_per_step / blocks
+
+
+def auto_epochs(sequences: int) -> int:
+    if sequences * EPOCHS < MIN_SEQUENCES:
+        return min(MAX_EPOCHS, math.ceil(MIN_SEQUENCES / sequences))
+    if sequences * EPOCHS > MAX_SEQUENCES:
+        return max(1, MAX_SEQUENCES // sequences)
+    return EPOCHS
+
+
+def needs_checkpointing(model_config, tokens_per_forward: int, dtype_bytes: int, free_bytes: int) -> bool:
+    """Whether a forward pass's activations would take more than half the free memory; then they
+    are recomputed in the backward pass instead of kept (about a third slower, a fraction of the
+    memory). The estimate: 34 values of hidden size per token per layer (Korthikanti et al. 2022),
+    and the logits and their gradient in fp32."""
+    hidden = getattr(model_config, "hidden_size", None) or getattr(model_config, "n_embd", 0)
+    layers = getattr(model_config, "num_hidden_layers", None) or getattr(model_config, "n_layer", 0)
+    activations = 34 * hidden * layers * tokens_per_forward * dtype_bytes // 2
+    logits = 2 * 4 * model_config.vocab_size * tokens_per_forward
+    return activations + logits > free_bytes // 2
+
+
+def _free_memory(device: str) -> int:
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info()[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+@torch.no_grad()
+def validation_loss(forward, blocks: list[Block], micro_batch: int, device: str) -> float:
+    """Mean loss per token of the validation sequences, the model left in training mode."""
+    forward.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(blocks), micro_batch):
+        picked = blocks[start : start + micro_batch]
+        labels = torch.tensor([block.labels for block in picked], device=device)
+        n = int((labels[:, 1:] != IGNORE).sum())
+        loss = forward(input_ids=torch.tensor([block.ids for block in picked], device=device), labels=labels,
+                       position_ids=torch.tensor([block.positions for block in picked], device=device),
+                       use_cache=False).loss
+        total, tokens = total + loss.item() * n, tokens + n
+    forward.train()
+    return total / max(1, tokens)
 
 
 def main(config: TrainConfig) -> dict:
@@ -100,6 +176,12 @@ def main(config: TrainConfig) -> dict:
     # 1. the model: base weights frozen, a LoRA adapter on top (new, or the champion's to continue)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=dtype).to(device)
+    checkpointing = config.gradient_checkpointing
+    if checkpointing == "auto":
+        checkpointing = needs_checkpointing(base.config, config.micro_batch * config.sequence_length,
+                                            dtype.itemsize, _free_memory(device))
+    if checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.continue_from:
         model = PeftModel.from_pretrained(base, config.continue_from, is_trainable=True)
     else:
@@ -109,28 +191,37 @@ def main(config: TrainConfig) -> dict:
     trainable = [p for p in model.parameters() if p.requires_grad]
     forward = processes.wrap(model)
 
-    # 2. the data: a fixed order of blocks, seeded, the same for a resumed run
-    blocks, cut = load_blocks(config, tokenizer)
+    # 2. the data: a fixed order of blocks, seeded, the same for a resumed run; the steps follow it
+    blocks, cut = load_blocks(config.parts, tokenizer, config.sequence_length, config.knowledge_examples)
     if not blocks:
         raise SystemExit("the snapshot's train split has no tokens")
     if cut:
         print(f"{cut} chat example(s) longer than {config.sequence_length} tokens were cut to it "
               "(raise AFINA_TUNING_SEQUENCE_LENGTH to keep them whole)", file=sys.stderr)
     order = random.Random(config.seed).sample(range(len(blocks)), len(blocks))
+    steps, epochs = planned_steps(config, len(blocks), processes.world)
+    # validation: the same sequences of the eval split every time, about ten times a run
+    held_out, _ = load_blocks(config.eval_parts, tokenizer, config.sequence_length, with_knowledge=False)
+    held_out = random.Random(config.seed).sample(held_out, len(held_out))[: VALIDATION_TOKENS // config.sequence_length]
+    validate_every = max(1, steps // VALIDATIONS_PER_RUN)
+    print(f"{len(blocks)} sequences of {config.sequence_length} tokens: {steps} steps, {epochs:.1f} passes; "
+          f"validation on {len(held_out)} sequences every {validate_every} steps; gradient checkpointing "
+          f"{'on' if checkpointing else 'off'}", file=sys.stderr)
 
     # 3. optimizer and schedule: AdamW, linear warm-up then cosine
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, steps, config.warmup_steps))
 
     # 4. resume from the last checkpoint, if a previous run of this output got that far
-    step, losses = _resume(output, model, optimizer, schedule, truncate_log=processes.lead)
+    step, losses, validations = _resume(output, model, optimizer, schedule, truncate_log=processes.lead)
 
     # 5. the loop: gradient accumulation over micro-batches, one optimizer step each time
     model.train()
     started, tokens_seen = time.perf_counter(), 0
-    progress = tqdm(total=config.steps, initial=step, desc="train", unit="step", file=sys.stderr,
+    progress = tqdm(total=steps, initial=step, desc="train", unit="step", file=sys.stderr,
                     disable=not processes.lead)
-    while step < config.steps:
+    stopped_early = False
+    while step < steps and not stopped_early:
         step_loss = 0.0
         for micro in range(config.gradient_accumulation):
             first = processes.first_block(step * config.gradient_accumulation + micro, config.micro_batch)
@@ -153,39 +244,69 @@ def main(config: TrainConfig) -> dict:
         optimizer.zero_grad(set_to_none=True)
         step += 1
         losses.append(step_loss)
+        record = {"step": step, "loss": round(step_loss, 5), "lr": schedule.get_last_lr()[0]}
+        # 6. validation: keep the best adapter; stop when `patience` validations in a row did no better
+        improved = False
+        if held_out and (step % validate_every == 0 or step == steps):
+            record["val_loss"] = round(validation_loss(forward, held_out, config.micro_batch, device), 5)
+            best = min(validations, key=lambda v: v["val_loss"], default=None)
+            validations.append({"step": step, "val_loss": record["val_loss"]})
+            improved = best is None or record["val_loss"] < best["val_loss"]
+            if improved and processes.lead:
+                _save_adapter(model, output / "best-adapter")
+            if not improved and config.patience:
+                stopped_early = len(validations) - 1 - validations.index(best) >= config.patience
         progress.update(1)
-        progress.set_postfix(loss=f"{step_loss:.3f}")
+        progress.set_postfix(loss=f"{step_loss:.3f}", **({"val": f"{record['val_loss']:.3f}"} if "val_loss" in record else {}))
         if processes.lead:
             with (output / "loss.jsonl").open("a") as log:
-                log.write(json.dumps({"step": step, "loss": round(step_loss, 5), "lr": schedule.get_last_lr()[0]}) + "\n")
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                _checkpoint(output, model, optimizer, schedule, step, losses)
+                log.write(json.dumps(record) + "\n")
+            if step % config.checkpoint_every == 0 or step == steps or stopped_early or improved:
+                _checkpoint(output, model, optimizer, schedule, step, losses, validations)
     progress.close()
 
-    # 6. the result: the adapter alone, as safetensors
+    # 7. the result: the best adapter (the last one without validation), alone, as safetensors
     seconds = time.perf_counter() - started
     tokens_seen = round(processes.mean(float(tokens_seen)) * processes.world)  # every process's together
     processes.close()
     if not processes.lead:
         return {}
-    model.save_pretrained(output / "adapter", safe_serialization=True)
+    best = min(validations, key=lambda v: v["val_loss"], default=None)
+    shutil.rmtree(output / "adapter", ignore_errors=True)
+    if best is not None:
+        shutil.copytree(output / "best-adapter", output / "adapter")
+    else:
+        model.save_pretrained(output / "adapter", safe_serialization=True)
     result = {
         "steps": step, "final_loss": losses[-1], "first_loss": losses[0], "trained_tokens_this_run": tokens_seen,
         "tokens_per_second": tokens_seen / seconds if seconds else 0.0, "seconds": seconds, "device": device,
         "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else _peak_rss(), "examples_cut": cut,
+        "planned_steps": steps, "epochs": round(epochs, 3), "stopped_early": stopped_early,
+        "best_step": best["step"] if best else None, "best_val_loss": best["val_loss"] if best else None,
+        "gradient_checkpointing": bool(checkpointing),
     }
     (output / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
 
-def _lr_factor(step: int, config: TrainConfig) -> float:
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+def _lr_factor(step: int, steps: int, warmup_steps: int) -> float:
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
     return 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _checkpoint(output: Path, model, optimizer, schedule, step: int, losses: list[float]) -> None:
+def _save_adapter(model, folder: Path) -> None:
+    """Beside the old one, then swapped: a kill mid-write leaves the old one whole."""
+    fresh = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(fresh, ignore_errors=True)
+    model.save_pretrained(fresh, safe_serialization=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    fresh.rename(folder)
+
+
+def _checkpoint(output: Path, model, optimizer, schedule, step: int, losses: list[float],
+                validations: list[dict]) -> None:
     """Write the checkpoint beside the old one, then swap: a kill mid-write leaves the old one whole."""
     fresh, final = output / "checkpoint.tmp", output / "checkpoint"
     shutil.rmtree(fresh, ignore_errors=True)
@@ -195,17 +316,18 @@ def _checkpoint(output: Path, model, optimizer, schedule, step: int, losses: lis
     tensors = {f"{index}.{name}": value for index, slots in state["state"].items() for name, value in slots.items()}
     save_file({**tensors, "rng": torch.get_rng_state()}, fresh / "trainer_state.safetensors")
     (fresh / "progress.json").write_text(json.dumps({
-        "step": step, "losses": losses, "param_groups": state["param_groups"], "schedule": schedule.state_dict()}))
+        "step": step, "losses": losses, "validations": validations, "param_groups": state["param_groups"],
+        "schedule": schedule.state_dict()}))
     shutil.rmtree(final, ignore_errors=True)
     fresh.rename(final)
 
 
-def _resume(output: Path, model, optimizer, schedule, truncate_log: bool = True) -> tuple[int, list[float]]:
+def _resume(output: Path, model, optimizer, schedule, truncate_log: bool = True) -> tuple[int, list[float], list[dict]]:
     checkpoint = output / "checkpoint"
     if not (checkpoint / "progress.json").exists():
         if truncate_log:
             (output / "loss.jsonl").unlink(missing_ok=True)
-        return 0, []
+        return 0, [], []
     set_peft_model_state_dict(model, load_file(checkpoint / "adapter" / "adapter_model.safetensors"))
     progress = json.loads((checkpoint / "progress.json").read_text())
     tensors = load_file(checkpoint / "trainer_state.safetensors")
@@ -219,7 +341,7 @@ def _resume(output: Path, model, optimizer, schedule, truncate_log: bool = True)
     torch.set_rng_state(tensors["rng"])
     if truncate_log:
         _truncate_loss_log(output / "loss.jsonl", progress["step"])
-    return progress["step"], progress["losses"]
+    return progress["step"], progress["losses"], progress.get("validations", [])
 
 
 def _truncate_loss_log(path: Path, step: int) -> None:

@@ -189,3 +189,56 @@ def test_evaluation_scores_a_stable_sample_within_its_token_budget():
 class _WordTokenizer:
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
         return {"input_ids": text.split()}
+
+
+def test_the_steps_follow_the_data_unless_fixed_or_cut_to_the_token_budget(base, part):
+    from services.tuning.train import (
+        MAX_EPOCHS,
+        MIN_SEQUENCES,
+        auto_epochs,
+        planned_steps,
+    )
+
+    assert auto_epochs(10) == MAX_EPOCHS and auto_epochs(MIN_SEQUENCES // 4) == 4 and auto_epochs(5_000) == 3
+    assert auto_epochs(200_000) == 1
+    run = config(base, part, "", steps=None, epochs="auto", micro_batch=4, gradient_accumulation=2)
+    assert planned_steps(run, blocks=500, world=1) == (250, 4.0)  # 4 passes of 500 sequences, 8 a step
+    assert planned_steps(run, blocks=500, world=2) == (125, 4.0)  # two processes take twice as many a step
+    two = run.model_copy(update={"epochs": 2})
+    assert planned_steps(two, blocks=100, world=1) == (25, 2.0)
+    budget = two.model_copy(update={"max_tokens": 10 * 8 * run.sequence_length})
+    assert planned_steps(budget, blocks=100, world=1) == (10, 0.8)
+    assert planned_steps(budget.model_copy(update={"steps": 7}), blocks=100, world=1) == (7, 0.56)
+
+
+def test_validation_keeps_the_best_adapter_and_stops_when_it_gets_no_better(base, part, tmp_path):
+    """At a learning rate that makes the run diverge, the validation loss rises (then is NaN, never
+    the best): the run stops after `patience` worse validations and the adapter it leaves is the one
+    of the best validation."""
+    run = tmp_path / "run"
+    result = main(config(base, part, run, steps=40, learning_rate=1.0, eval_parts=[str(part)], patience=2))
+    records = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines()]
+    validated = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in validated] == list(range(4, 4 * len(validated) + 1, 4))  # every 40 // 10 steps
+    best = min(validated, key=lambda r: r["val_loss"])
+    assert result["stopped_early"] and result["steps"] < 40 and result["steps"] == validated[-1]["step"]
+    assert result["best_step"] == best["step"] < result["steps"] and result["best_val_loss"] == best["val_loss"]
+    assert len([r for r in validated if r["step"] > best["step"]]) == 2  # patience
+    kept = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(kept[k], v) for k, v in load_file(run / "best-adapter" / "adapter_model.safetensors").items())
+    assert not all(torch.equal(kept[k], v) for k, v in load_file(
+        run / "checkpoint" / "adapter" / "adapter_model.safetensors").items())  # not the last step's
+
+
+def test_gradient_checkpointing_trains_alike_and_turns_on_when_memory_is_short(base, part, tmp_path):
+    from transformers import AutoConfig
+
+    from services.tuning.train import needs_checkpointing
+
+    plain = main(config(base, part, tmp_path / "plain", steps=5, gradient_checkpointing=False))
+    recomputed = main(config(base, part, tmp_path / "recomputed", steps=5, gradient_checkpointing=True))
+    assert recomputed["gradient_checkpointing"] and not plain["gradient_checkpointing"]
+    assert recomputed["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
+    smollm2_like = AutoConfig.for_model("llama", hidden_size=576, num_hidden_layers=30, vocab_size=49_152)
+    assert needs_checkpointing(smollm2_like, tokens_per_forward=4 * 256, dtype_bytes=4, free_bytes=1 << 30)
+    assert not needs_checkpointing(smollm2_like, tokens_per_forward=4 * 256, dtype_bytes=4, free_bytes=16 << 30)
