@@ -1,28 +1,38 @@
 """`afina demo` (what `make demo` runs): the main job on this machine, from nothing to a served,
 fine-tuned model, leaving afina running.
 
-Start everything (`afina up`), drop the sample documents into the inbox, wait until each is a
-dataset part, run the tuning flow once, wait until the inference service serves the champion,
-and ask it a question over gRPC. Run again, every step finds its work done and it is quick.
+Start everything (`afina up`: the stack, SmolLM2 registered as version 0, the services), drop the
+sample documents into the inbox, wait until each is a dataset part, run the tuning flow once
+(showing the training's progress), and ask the base model and the tuned champion the same sample
+questions over gRPC, with the share of the samples' questions each one knows. Run again, every
+step finds its work done and it is quick.
+
+On a CPU the demo's run trains on a budget of DEMO_TOKENS tokens (set AFINA_TUNING_MAX_TOKENS to
+change it); on a GPU it trains the epochs the data calls for, as the nightly run does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from control import supervisor
+from services import registry
 from services.connector import drop
 from services.connector.inbox import source_id
 from services.datasets.listing import has_version
 from services.settings import Settings
 from services.storage import minio_client
+from services.tuning.evaluate import QAItem, contains_answer, read_qa
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-QUESTION = "¿Cuántos días tiene un cliente para devolver un producto?"
+QUESTIONS = 3  # asked of the base model and of the champion, from samples/qa.jsonl
+DEMO_TOKENS = 90_000  # the training budget on a CPU: about 8 minutes on 2 cores
 
 
 def wait_normalized(settings: Settings, files: list[Path], echo: Callable[[str], None], timeout_s: float = 600) -> int:
@@ -44,8 +54,9 @@ def wait_normalized(settings: Settings, files: list[Path], echo: Callable[[str],
     return len(files) - len(waiting)
 
 
-def ask(settings: Settings, question: str, want_version: int, timeout_s: float = 120):
-    """The inference service's answer, once it serves the wanted version (it swaps in the background)."""
+def ask(settings: Settings, question: str, version: int, timeout_s: float = 120):
+    """A version's greedy answer from the inference service, once it can load that version (it
+    swaps to a new champion in the background)."""
     import grpc
 
     from services.inference import client
@@ -55,16 +66,55 @@ def ask(settings: Settings, question: str, want_version: int, timeout_s: float =
         stub = client.pb_grpc.InferenceServiceStub(channel)
         while True:
             try:
-                # sampled with a fixed seed: the same answer every time, and the tiny model's greedy answer is often empty
-                answer = stub.Generate(client.request(chat=[("user", question)], max_new_tokens=48, temperature=0.7,
-                                                      top_k=40, seed=7),
-                                       timeout=60, metadata=client.metadata(settings.inference.token))
-                if answer.model_version == want_version or time.monotonic() > deadline:
-                    return answer
+                return stub.Generate(client.request(chat=[("user", question)], max_new_tokens=48, temperature=0.0,
+                                                    model_version=version),
+                                     timeout=60, metadata=client.metadata(settings.inference.token))
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND) or time.monotonic() > deadline:
                     raise
             time.sleep(1)
+
+
+@contextmanager
+def training_progress(settings: Settings, echo: Callable[[str], None], every_s: float = 30) -> Iterator[None]:
+    """Echo the newest training run's progress bar (the end of its train.log) every ``every_s``."""
+    done = threading.Event()
+
+    def watch() -> None:
+        shown = ""
+        while not done.wait(every_s):
+            logs = sorted((settings.state_dir / "runs").glob("*/train.log"), key=lambda p: p.stat().st_mtime)
+            if logs:
+                with logs[-1].open("rb") as log:
+                    log.seek(max(0, log.seek(0, os.SEEK_END) - 400))
+                    last = log.read().decode(errors="replace").replace("\n", "\r").split("\r")
+                line = next((piece.strip() for piece in reversed(last) if piece.strip().startswith("train:")), "")
+                if line and line != shown:
+                    echo(f"  {line}")
+                    shown = line
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
+def compare(settings: Settings, items: list[QAItem], champion: int, echo: Callable[[str], None]) -> None:
+    """The base model's answer beside the champion's, and the share of the questions each knows."""
+    for item in items[:QUESTIONS]:
+        echo(f"  Q: {item.prompt}   (the documents say: {item.expected})")
+        for label, version in (("base v0", 0), (f"tuned v{champion}", champion)):
+            text = ask(settings, item.prompt, version).text.strip().replace("\n", " ")
+            mark = "knows" if contains_answer(text, [item.expected, *item.aliases]) else "does not know"
+            echo(f"    {label:<9} ({mark}): {text!r}")
+    card = registry.read_card(minio_client(settings), champion) if champion else None
+    before, after = (card.champion_metrics.get("qa_knows"), card.metrics.get("qa_knows")) if card else (None, None)
+    if before is not None and after is not None:
+        echo(f"  Q&A, the {len(items)} questions of samples/qa.jsonl: v{card.parent_version} knew {before:.0%}, "
+             f"the tuned champion v{champion} knows {after:.0%}")
 
 
 def run(settings: Settings, echo: Callable[[str], None] = print) -> None:
@@ -80,21 +130,25 @@ def run(settings: Settings, echo: Callable[[str], None] = print) -> None:
     wait_normalized(settings, files, echo)
 
     echo("4/5 running the tuning flow (snapshot, train, evaluate, gate, promote) ...")
-    os.environ.setdefault("AFINA_TUNING_QA_FILE", str(SAMPLES / "qa.jsonl"))
+    qa_file = Path(os.environ.setdefault("AFINA_TUNING_QA_FILE", str(SAMPLES / "qa.jsonl")))
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("AFINA_TUNING_MAX_TOKENS", str(DEMO_TOKENS))
     from flows.tuning import tune
 
-    outcome = tune()
+    with training_progress(settings, echo):
+        outcome = tune()
     echo(f"  {outcome.status}: {outcome.reason}")
     for reason in outcome.reasons:
         echo(f"    {reason}")
 
-    echo(f"5/5 asking the champion (v{outcome.champion}) over gRPC: {QUESTION}")
-    answer = ask(settings, QUESTION, outcome.champion)
-    echo(f"  v{answer.model_version} answers: {answer.text.strip()!r}")
+    echo(f"5/5 asking the base model and the champion (v{outcome.champion}) over gRPC ...")
+    compare(settings, read_qa(qa_file), outcome.champion, echo)
     echo(f"\nafina is running ({time.perf_counter() - started:.0f} s):")
     echo(f"  Prefect UI      {settings.prefect_api_url.removesuffix('/api')}")
     echo(f"  MinIO console   http://127.0.0.1:{settings.s3_console_port}  (login {settings.s3_access_key})")
-    echo(f"  gRPC inference  {settings.inference.address}  e.g. .venv/bin/afina generate --chat \"{QUESTION}\"")
+    echo(f"  gRPC inference  {settings.inference.address}  e.g. .venv/bin/afina generate --chat \"How much does the Tramontana 2 tent cost?\"")
     echo("Drop more files:  .venv/bin/afina drop FILE...   (or copy them into "
          f"{settings.inbox_dir}, or upload to the MinIO bucket 'inbox')")
     echo("Tune now:         .venv/bin/afina tune        (the deployment also runs nightly)")

@@ -48,6 +48,7 @@ class QAScores(BaseModel):
     rouge_l: float
     questions: int
     knows_by_language: dict[str, float] = {}
+    answers: list[str] = []  # the greedy answers, in the order of the questions
 
 
 @torch.no_grad()
@@ -76,26 +77,42 @@ def language_scores(model, tokenizer, texts: Iterable[str], sequence_length: int
 
 
 @torch.no_grad()
-def qa_scores(model, tokenizer, items: list[QAItem], max_new_tokens: int = 32) -> QAScores:
+def qa_scores(model, tokenizer, items: list[QAItem], max_new_tokens: int = 32, batch_size: int = 8) -> QAScores:
     """Greedy answers to the questions, scored against the expected answers."""
-    model.eval()
-    device = next(model.parameters()).device
-    knows, exact, rouge = [], 0.0, 0.0
-    for item in items:
-        chat = tokenizer.apply_chat_template([{"role": "user", "content": item.prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-        ids = tokenizer(chat, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
-        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
-        knows.append((item.language, contains_answer(answer, [item.expected, *item.aliases])))
-        exact += float(_normal(answer) == _normal(item.expected))
-        rouge += rouge_l(answer, item.expected)
+    answers = answer_questions(model, tokenizer, [item.prompt for item in items], max_new_tokens, batch_size)
+    knows = [(item.language, contains_answer(answer, [item.expected, *item.aliases]))
+             for item, answer in zip(items, answers, strict=True)]
+    exact = sum(_normal(answer) == _normal(item.expected) for item, answer in zip(items, answers))
+    rouge = sum(rouge_l(answer, item.expected) for item, answer in zip(items, answers))
     n = max(1, len(items))
     by_language = {language: sum(k for lang, k in knows if lang == language) / sum(lang == language for lang, _ in knows)
                    for language in sorted({lang for lang, _ in knows})}
     return QAScores(knows=sum(k for _, k in knows) / n, exact_match=exact / n, rouge_l=rouge / n, questions=len(items),
-                    knows_by_language=by_language)
+                    knows_by_language=by_language, answers=answers)
+
+
+@torch.no_grad()
+def answer_questions(model, tokenizer, questions: list[str], max_new_tokens: int = 32,
+                     batch_size: int = 8) -> list[str]:
+    """Greedy answers, a batch of questions at a time (padded on the left, so every answer goes on
+    from its own question's last token)."""
+    model.eval()
+    device = next(model.parameters()).device
+    answers = []
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        for start in range(0, len(questions), batch_size):
+            chats = [tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                                   add_generation_prompt=True)
+                     for question in questions[start : start + batch_size]]
+            batch = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            answers += [text.strip() for text in
+                        tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+    return answers
 
 
 def contains_answer(answer: str, expected: list[str]) -> bool:
@@ -170,12 +187,25 @@ def score(tuning: TuningSettings, base: str, adapter: Path | None, data: RunData
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    regression = (read_texts(tuning.regression_file) if tuning.regression_file
-                  else texts_of_parts(data.regression, tokenizer))
+    if tuning.regression_file:
+        regression = sample(read_texts(tuning.regression_file), tokenizer, tuning.eval_tokens)
+    else:  # what the base model knew, then the frozen set of documents as far as the budget goes
+        regression = general_texts()
+        left = tuning.eval_tokens - sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in regression)
+        regression += sample(texts_of_parts(data.regression, tokenizer), tokenizer, left) if left > 0 else []
     qa = read_qa(tuning.qa_file) if tuning.qa_file else []
     eval_texts = sample(texts_of_parts(data.eval, tokenizer), tokenizer, tuning.eval_tokens)
-    return score_version(load_model(base, adapter), tokenizer, eval_texts,
-                         sample(regression, tokenizer, tuning.eval_tokens), qa, tuning.sequence_length)
+    return score_version(load_model(base, adapter), tokenizer, eval_texts, regression, qa, tuning.sequence_length)
+
+
+GENERAL = Path(__file__).with_name("general")
+
+
+def general_texts() -> list[str]:
+    """General text in English and Spanish that ships with afina (services/tuning/general): part of
+    every regression set, so that forgetting what the base model knew shows from the first run on,
+    when the frozen documents are still this snapshot's eval split."""
+    return [text for path in sorted(GENERAL.glob("*.txt")) for text in read_texts(path)]
 
 
 def sample(texts: list[str], tokenizer, budget: int) -> list[str]:
