@@ -261,7 +261,7 @@ app.add_typer(base_app, name="base")
 
 @base_app.command("init")
 def base_init() -> None:
-    """Build the base model (afina-tiny by default) and register it as version 0, the champion."""
+    """Build the base model (AFINA_BASE_MODEL, SmolLM2 by default) and register it as version 0, the champion."""
     from services.tuning.base import init_base
 
     init_base(Settings(), echo=typer.echo)

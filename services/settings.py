@@ -97,8 +97,8 @@ class TuningSettings(BaseSettings):
         "a sample drawn by content hash, the same for the candidate and the champion.",
     )
     regression_file: Path | None = Field(
-        None, description="Texts the model must not forget (paragraphs, or JSONL of {text}); default: the first "
-        "snapshot's eval documents, frozen.",
+        None, description="Texts the model must not forget (paragraphs, or JSONL of {text}); default: general "
+        "English and Spanish text shipped with afina, then the first snapshot's eval documents, frozen.",
     )
     qa_file: Path | None = Field(None, description="Optional Q&A JSONL ({prompt, expected}) scored at evaluation.")
 

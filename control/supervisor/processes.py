@@ -1,7 +1,7 @@
 """The whole of afina on one machine: `afina up | down | status`.
 
 `up` starts the local stack (Kafka, MinIO, Prefect), makes sure the registry has a champion
-(building afina-tiny the first time), then starts the supervisor, which runs the connector,
+(registering the base model, SmolLM2 by default, the first time), then starts the supervisor, which runs the connector,
 two normalizer replicas, the inference service and the served tuning deployment, restarting
 any that crashes. Run again, it reuses what runs. `down` stops the services, then the stack.
 """

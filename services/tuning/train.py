@@ -39,8 +39,8 @@ from services.tuning.parallel import Processes
 # "auto" epochs, the rule of OpenAI's fine-tuning API counted in sequences: 3 passes, more for a
 # small dataset (at least MIN_SEQUENCES sequences trained, at most 25 passes), fewer for a large one
 EPOCHS, MIN_SEQUENCES, MAX_SEQUENCES, MAX_EPOCHS = 3, 2_000, 50_000, 25
-VALIDATION_TOKENS = 8_192  # of the eval split, the same sequences at every validation
-VALIDATIONS_PER_RUN = 10
+VALIDATION_TOKENS = 4_096  # of the eval split, the same sequences at every validation
+VALIDATIONS_PER_RUN = 5  # on a CPU each costs about as much as a training step or two
 
 
 class TrainConfig(BaseModel):
@@ -200,7 +200,7 @@ def main(config: TrainConfig) -> dict:
               "(raise AFINA_TUNING_SEQUENCE_LENGTH to keep them whole)", file=sys.stderr)
     order = random.Random(config.seed).sample(range(len(blocks)), len(blocks))
     steps, epochs = planned_steps(config, len(blocks), processes.world)
-    # validation: the same sequences of the eval split every time, about ten times a run
+    # validation: the same sequences of the eval split every time, about five times a run
     held_out, _ = load_blocks(config.eval_parts, tokenizer, config.sequence_length, with_knowledge=False)
     held_out = random.Random(config.seed).sample(held_out, len(held_out))[: VALIDATION_TOKENS // config.sequence_length]
     validate_every = max(1, steps // VALIDATIONS_PER_RUN)

