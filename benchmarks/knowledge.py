@@ -102,8 +102,8 @@ def main_(args: argparse.Namespace) -> None:
     run = work / "run"
     result = main(TrainConfig.of(settings.tuning, base_model=str(folder), parts=parts, output=str(run), steps=steps,
                                  checkpoint_every=max(1, steps // 4), **overrides))
-    print(f"trained {result['steps']} steps, {result['trained_tokens_this_run']} tokens "
-          f"({result['trained_tokens_this_run'] / max(1, tokens):.1f} passes over the documents) in "
+    print(f"trained {result['steps']} steps, {result['trained_tokens_this_run']} tokens with loss "
+          f"({result['epochs']:.1f} passes over the train sequences, question-and-answer examples included) in "
           f"{result['seconds'] / 60:.1f} min, loss {result['first_loss']:.2f} → {result['final_loss']:.2f}", flush=True)
 
     tuned = knows(folder, run / "adapter", items)
