@@ -24,7 +24,7 @@ from services.contracts import (
 from services.datasets import snapshots
 from services.settings import Settings
 from services.storage import minio_client
-from tests.integration.harness import AFINA, EventLog, settings_from_env
+from tests.integration.harness import AFINA, EventLog, afina_up
 
 pytestmark = pytest.mark.integration
 
@@ -38,14 +38,8 @@ FIRST_ROUND = ["manual_empleado_es.pdf", "expenses_policy_en.docx", "product_faq
 def afina_system(local_stack, tmp_path_factory):
     env = {**os.environ, **localstack.sibling_env(local_stack, tmp_path_factory.mktemp("e2e"), port_offset=40000),
            "AFINA_TUNING_STEPS": "40"}
-    settings = settings_from_env(env)
-    up = subprocess.run([AFINA, "up"], env=env, capture_output=True, text=True, timeout=600)
-    assert up.returncode == 0, up.stdout + up.stderr
-    try:
+    with afina_up(env) as settings:
         yield env, settings
-    finally:
-        down = subprocess.run([AFINA, "down"], env=env, capture_output=True, text=True, timeout=180)
-        assert down.returncode == 0 and "services" in down.stdout, down.stdout + down.stderr
 
 
 def one_round(env: dict, settings: Settings, files: list[Path], expected_version: int) -> None:

@@ -16,7 +16,7 @@ from control.demo import SAMPLES, ask, wait_normalized
 from services import registry
 from services.storage import minio_client
 from tests.conftest import TINY_RECIPE
-from tests.integration.harness import AFINA, settings_from_env
+from tests.integration.harness import AFINA, afina_up
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +29,8 @@ def smollm2_system(local_stack, tmp_path_factory):
     env = {name: value for name, value in os.environ.items() if name not in TINY_RECIPE}  # the defaults
     env |= {**localstack.sibling_env(local_stack, tmp_path_factory.mktemp("smollm2"), port_offset=41000),
             "AFINA_TUNING_MAX_TOKENS": str(BUDGET)}
-    settings = settings_from_env(env)
-    up = subprocess.run([AFINA, "up"], env=env, capture_output=True, text=True, timeout=900)
-    assert up.returncode == 0, up.stdout + up.stderr
-    try:
+    with afina_up(env) as settings:
         yield env, settings
-    finally:
-        subprocess.run([AFINA, "down"], env=env, capture_output=True, text=True, timeout=180)
 
 
 def test_smollm2_is_the_default_and_is_tuned_and_served(smollm2_system):
