@@ -295,7 +295,8 @@ def main() -> None:
     base = base_model(args.base)
     tokenizer = AutoTokenizer.from_pretrained(base)
     folder = Path(tempfile.mkdtemp(prefix="afina-bench-train-"))
-    defaults = TrainConfig.of(TuningSettings(), base_model=str(base), parts=[])
+    # the same data on both sides: the naive recipe has no question-and-answer examples
+    defaults = TrainConfig.of(TuningSettings(), base_model=str(base), parts=[], knowledge_examples=False)
     length, per_step = defaults.sequence_length, defaults.micro_batch * defaults.gradient_accumulation
 
     train_docs = fill_whole_blocks(documents(tokenizer, args.docs, 1, length - 1), length * per_step)
