@@ -133,9 +133,8 @@ def needs_checkpointing(model_config, tokens_per_forward: int, dtype_bytes: int,
     are recomputed in the backward pass instead of kept (about a third slower, a fraction of the
     memory). The estimate: 34 values of hidden size per token per layer (Korthikanti et al. 2022),
     and the logits and their gradient in fp32."""
-    hidden = getattr(model_config, "hidden_size", None) or getattr(model_config, "n_embd", 0)
-    layers = getattr(model_config, "num_hidden_layers", None) or getattr(model_config, "n_layer", 0)
-    activations = 34 * hidden * layers * tokens_per_forward * dtype_bytes // 2
+    # every config answers these names (GPT-2's n_embd and n_layer through its attribute map)
+    activations = 34 * model_config.hidden_size * model_config.num_hidden_layers * tokens_per_forward * dtype_bytes // 2
     logits = 2 * 4 * model_config.vocab_size * tokens_per_forward
     return activations + logits > free_bytes // 2
 
@@ -152,12 +151,9 @@ def validation_loss(forward, blocks: list[Block], micro_batch: int, device: str)
     forward.eval()
     total, tokens = 0.0, 0
     for start in range(0, len(blocks), micro_batch):
-        picked = blocks[start : start + micro_batch]
-        labels = torch.tensor([block.labels for block in picked], device=device)
+        input_ids, labels, positions = _tensors(blocks[start : start + micro_batch], device)
         n = int((labels[:, 1:] != IGNORE).sum())
-        loss = forward(input_ids=torch.tensor([block.ids for block in picked], device=device), labels=labels,
-                       position_ids=torch.tensor([block.positions for block in picked], device=device),
-                       use_cache=False).loss
+        loss = forward(input_ids=input_ids, labels=labels, position_ids=positions, use_cache=False).loss
         total, tokens = total + loss.item() * n, tokens + n
     forward.train()
     return total / max(1, tokens)
@@ -226,9 +222,7 @@ def main(config: TrainConfig) -> dict:
         for micro in range(config.gradient_accumulation):
             first = processes.first_block(step * config.gradient_accumulation + micro, config.micro_batch)
             picked = [blocks[order[(first + i) % len(blocks)]] for i in range(config.micro_batch)]
-            input_ids = torch.tensor([block.ids for block in picked], device=device)
-            labels = torch.tensor([block.labels for block in picked], device=device)
-            positions = torch.tensor([block.positions for block in picked], device=device)
+            input_ids, labels, positions = _tensors(picked, device)
             with processes.accumulating(forward, last=micro == config.gradient_accumulation - 1):
                 # restarting positions, no attention mask and no cache: attention stays in each document
                 loss = forward(input_ids=input_ids, labels=labels, position_ids=positions,
@@ -287,6 +281,13 @@ def main(config: TrainConfig) -> dict:
     }
     (output / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _tensors(blocks: list[Block], device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A micro-batch's input ids, labels and position ids."""
+    return (torch.tensor([block.ids for block in blocks], device=device),
+            torch.tensor([block.labels for block in blocks], device=device),
+            torch.tensor([block.positions for block in blocks], device=device))
 
 
 def _lr_factor(step: int, steps: int, warmup_steps: int) -> float:
