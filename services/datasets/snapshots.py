@@ -5,11 +5,10 @@
     datasets/snapshots/latest.json          {"id": ...} of the newest snapshot
 
 The current state of each document is the newest entry under its source key; a tombstone
-means it is gone. The split is decided by the source key, so a document keeps its side in
-every snapshot, and a document that was in eval stays there: what was once evaluated on is
-never trained on. When no document falls in eval by its key, the one nearest to it does,
-so that every snapshot can be evaluated. The id is a hash of the parts and their sides, so
-"nothing changed" is "the same id".
+means it is gone. A document keeps its side in every snapshot (what was once evaluated on is
+never trained on, and the reverse); a new one's side comes from its source key, within the eval
+share in tokens (`assign_splits`). The id is a hash of the parts and their sides, so "nothing
+changed" is "the same id".
 """
 
 from __future__ import annotations
@@ -60,21 +59,36 @@ def _bucket(source_key: str) -> int:
     return int(source_key[:8], 16) % 100
 
 
-def assign_splits(source_keys: list[str], eval_percent: int, sticky_eval: set[str]) -> dict[str, str]:
-    """Each document's side: eval by its key's bucket or because it was in eval before."""
-    sides = {k: "eval" if _bucket(k) < eval_percent or k in sticky_eval else "train" for k in source_keys}
+def assign_splits(tokens: dict[str, int], eval_percent: int, before: dict[str, str]) -> dict[str, str]:
+    """Each document's side, from its tokens (by source key) and the sides of the previous snapshot.
+
+    A document keeps the side it had: what was evaluated on is never trained on, and what was
+    trained on is never evaluated on. A new document goes to eval when its key's bucket says so and
+    the eval split stays within ``eval_percent`` of the tokens (a large manual whose bucket says eval
+    goes to train rather than outweigh it); new documents are placed in bucket order, so the same
+    documents always get the same sides. When no document is in eval, the new one nearest to it by
+    bucket (or, with none new, any) goes there, so that every snapshot can be evaluated.
+    """
+    sides = {k: before[k] for k in tokens if k in before}
+    budget = eval_percent / 100 * sum(tokens.values())
+    in_eval = sum(tokens[k] for k, side in sides.items() if side == "eval")
+    new = sorted((k for k in tokens if k not in before), key=lambda k: (_bucket(k), k))
+    for key in new:
+        fits = in_eval + tokens[key] <= budget
+        sides[key] = "eval" if _bucket(key) < eval_percent and fits else "train"
+        in_eval += tokens[key] if sides[key] == "eval" else 0
     if len(sides) > 1 and "eval" not in sides.values():
-        sides[min(sides, key=_bucket)] = "eval"
+        sides[min(new or sides, key=lambda k: (_bucket(k), k))] = "eval"
     return sides
 
 
-def current_parts(client: Minio, eval_percent: int, sticky_eval: set[str] = frozenset()) -> list[SnapshotPart]:
+def current_parts(client: Minio, eval_percent: int, before: dict[str, str] | None = None) -> list[SnapshotPart]:
     """The newest entry of every document, tombstones dropped, each with its side."""
     newest: dict[str, StoredPart] = {}
     for stored in list_parts(client):  # S3 lists keys in order, and a source's keys start with event time
         newest[stored.source_key] = stored
     live = {k: p for k, p in sorted(newest.items()) if not p.tombstone}  # a tombstone: the document is gone
-    sides = assign_splits(list(live), eval_percent, sticky_eval)
+    sides = assign_splits({k: p.info.tokens for k, p in live.items()}, eval_percent, before or {})
     return [
         SnapshotPart(key=p.key, source_key=source_key, sha256=p.sha256,
                      tokens=p.info.tokens, chunks=p.info.chunks, language=p.info.language,
@@ -90,9 +104,8 @@ def latest(client: Minio) -> Snapshot | None:
 
 def freeze(client: Minio, eval_percent: int = 10) -> Snapshot:
     """Write the manifest of the current parts (once per distinct content) and return it."""
-    before = latest(client)
-    sticky = {p.source_key for p in before.parts if p.split == "eval"} if before else set()
-    found = current_parts(client, eval_percent, sticky)
+    previous = latest(client)
+    found = current_parts(client, eval_percent, {p.source_key: p.split for p in previous.parts} if previous else {})
     content = "\n".join(f"{p.key} {p.split}" for p in found) + f"|{eval_percent}"
     snapshot_id = hashlib.sha256(content.encode()).hexdigest()[:16]
     existing = load(client, snapshot_id)
