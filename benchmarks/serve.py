@@ -10,7 +10,9 @@ stack's registry, against the same generation called in this process:
 
     .venv/bin/python benchmarks/serve.py [--requests 30] [--tokens 64] [--clients 8] [--seconds 10]
 
-Needs the local stack (`afina stack up`); makes the base model the champion if there is none.
+Starts the local stack if it is not up; makes the base model (AFINA_BASE_MODEL, SmolLM2 by default) the
+champion if there is none. `AFINA_STATE_DIR=/tmp/somewhere` measures a fresh registry, whatever the
+usual one serves.
 """
 
 from __future__ import annotations
@@ -177,7 +179,9 @@ def main() -> None:
     version = registry.alias_version(minio_client(settings))
     work = Path(tempfile.mkdtemp(prefix="afina-bench-serve-"))
     engine = in_process_engine(settings, version)
-    print(f"inference benchmark ({os.cpu_count()} cores), champion v{version}, {args.tokens} tokens per request, "
+    parameters = sum(p.numel() for p in engine.model.parameters())
+    print(f"inference benchmark ({os.cpu_count()} cores), champion v{version} on {type(engine.model).__name__} "
+          f"({parameters / 1e6:.1f} M parameters), {args.tokens} tokens per request, "
           f"torch threads {settings.inference.torch_threads}")
 
     with server(settings, work, max_batch=8) as address:

