@@ -76,6 +76,7 @@ bench: setup
 	$(BIN)/python benchmarks/connector.py
 	PYTHONPATH=. $(BIN)/python benchmarks/ingest.py
 	PYTHONPATH=. $(BIN)/python benchmarks/train.py
+	PYTHONPATH=. $(BIN)/python benchmarks/train.py --against trl --base smollm2-135m-instruct --docs 300 --steps 21 --rounds 2
 	$(BIN)/python benchmarks/serve.py
 
 stack-up: $(INSTALLED)
