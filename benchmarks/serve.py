@@ -11,8 +11,9 @@ stack's registry, against the same generation called in this process:
     .venv/bin/python benchmarks/serve.py [--requests 30] [--tokens 64] [--clients 8] [--seconds 10]
 
 Starts the local stack if it is not up; makes the base model (AFINA_BASE_MODEL, SmolLM2 by default) the
-champion if there is none. `AFINA_STATE_DIR=/tmp/somewhere` measures a fresh registry, whatever the
-usual one serves.
+champion if there is none. `--fresh` measures the base model whatever the usual registry serves: a
+stack of its own beside the usual one (its own ports and state, the built tools and models shared),
+stopped at the end.
 """
 
 from __future__ import annotations
@@ -171,9 +172,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="tokens generated per request")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput run")
+    parser.add_argument("--fresh", action="store_true",
+                        help="a stack of its own whose registry holds only the base model (AFINA_BASE_MODEL)")
     args = parser.parse_args()
 
+    if args.fresh:
+        state = Path(tempfile.mkdtemp(prefix="afina-bench-serve-stack-"))
+        os.environ.update(localstack.sibling_env(Settings(), state, port_offset=43000))
     settings = Settings()
+    try:
+        measure(args, settings)
+    finally:
+        if args.fresh:
+            localstack.down(settings)
+
+
+def measure(args: argparse.Namespace, settings: Settings) -> None:
     localstack.up(settings, echo=lambda line: None)
     init_base(settings, echo=lambda line: None)
     version = registry.alias_version(minio_client(settings))
