@@ -15,8 +15,10 @@ Fair by construction: the same base model, LoRA (r, alpha, dropout, targets), se
 (lr, no weight decay, clip 1.0), warm-up + cosine schedule, micro-batch shape (micro_batch x
 sequence_length) and number of optimizer steps (the naive side accumulates more micro-batches
 per step, so each step sees about the same real tokens); both train the same whole number of
-epochs over the same documents, so both train the same real (label != -100) tokens (TRL's
-best-fit blocks hold a little fewer per micro-batch, and the note says by how much).
+epochs over the same documents, so both train the same real (label != -100) tokens. TRL's
+best-fit blocks are less full than afina's, so the same tokens take it more optimizer steps, and
+early in training more steps lower the loss; `--same steps` stops it at afina's step count instead
+(then it trains a few percent fewer tokens): the two views bracket the comparison.
 The others' Trainer is given afina's own schedule function, so each step's learning rate is the
 same. Each trainer runs in its own process (peak memory = that
 process's ru_maxrss on CPU, dominated at a small model's size by the runtime itself; CUDA's max
@@ -87,6 +89,7 @@ def other_main(config: dict) -> dict:
         save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0, use_cpu=not cuda,
         # as afina's trainer chose it (by free memory); TRL's own default would be on
         gradient_checkpointing=config["gradient_checkpointing"],
+        max_steps=config["max_steps"],  # -1: the epochs decide
     )
     if config["recipe"] == "naive":
         from transformers import (
@@ -291,6 +294,9 @@ GOALS = {  # the other recipe: (tokens/s ratio afina/other at least, peak memory
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--against", choices=sorted(GOALS), default="naive", help="the recipe afina is compared with")
+    parser.add_argument("--same", choices=("tokens", "steps"), default="tokens",
+                        help="what the other recipe is given as much of: the same trained tokens (whole epochs; "
+                             "TRL's fuller-or-not blocks make its step count differ), or the same optimizer steps")
     parser.add_argument("--docs", type=int, default=800, help="training documents generated (before trimming)")
     parser.add_argument("--eval-docs", type=int, default=200, help="held-out documents for the eval loss")
     parser.add_argument("--steps", type=int, default=60, help="afina optimizer steps (rounded to whole epochs)")
@@ -351,7 +357,8 @@ def main() -> None:
           f"{defaults.seed}, micro-batch {defaults.micro_batch}x{length}, {epochs} epochs")
     print(f"afina {steps} steps x {defaults.gradient_accumulation} micro-batches of packed blocks; gradient "
           "checkpointing as afina chooses it (by free memory), the same for the other side")
-    print(f"{other} {their_steps}")
+    print(f"{other} {their_steps}" + (f"; stopped at afina's {steps} steps (--same steps)" if args.same == "steps"
+                                       else ""))
     print(flush=True)
 
     afina_config = defaults.model_copy(update={"parts": parts, "steps": steps})
@@ -360,7 +367,8 @@ def main() -> None:
                     "sequence_length": length, "learning_rate": defaults.learning_rate,
                     "warmup_steps": defaults.warmup_steps, "lora_r": defaults.lora_r,
                     "lora_alpha": defaults.lora_alpha, "lora_dropout": defaults.lora_dropout,
-                    "target_modules": defaults.target_modules, "seed": defaults.seed}
+                    "target_modules": defaults.target_modules, "seed": defaults.seed,
+                    "max_steps": steps if args.same == "steps" else -1}
     results: dict[str, list[dict]] = {"afina": [], other: []}
     for r in range(args.rounds):
         for side in (("afina", other) if r % 2 == 0 else (other, "afina")):
