@@ -152,6 +152,9 @@ def second_round(folder: Path, work: Path, parts: list[str], first: Path, old: l
     for name in ("continued", "fresh"):
         print(f"{name}: {len(known(first_scores) & known(rows[name][0]))} of the {len(known(first_scores))} old "
               "facts the first round knew are still known")
+    if not known(first_scores):  # nothing to lose: no verdict rather than a pass that could not fail
+        print("UNDECIDED  the first round knew none of the old facts: raise the budget to judge whether they survive")
+        return
     survive = rows["continued"][0].knows >= first_scores.knows
     print(f"{'PASS' if survive else 'MISS'}  the old facts survive continued training "
           f"({rows['continued'][0].knows:.0%} against {first_scores.knows:.0%} after the first round)")
