@@ -142,7 +142,8 @@ def second_round(folder: Path, work: Path, parts: list[str], first: Path, old: l
         rows[name] = (knows(folder, adapter, old), knows(folder, adapter, new))
     print()
     for name, (old_scores, new_scores) in rows.items():
-        print(f"{name:<12} old facts {old_scores.knows:.0%} of {old_scores.questions}, "
+        languages = "  ".join(f"{lang} {share:.0%}" for lang, share in old_scores.knows_by_language.items())
+        print(f"{name:<12} old facts {old_scores.knows:.0%} of {old_scores.questions} ({languages}), "
               f"new facts {new_scores.knows:.0%} of {new_scores.questions}")
 
     def known(scores: evaluate.QAScores) -> set[int]:
