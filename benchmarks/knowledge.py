@@ -150,10 +150,11 @@ def second_round(folder: Path, work: Path, parts: list[str], first: Path, old: l
         return {i for i, (item, answer) in enumerate(zip(old, scores.answers))
                 if evaluate.contains_answer(answer, [item.expected, *item.aliases])}
 
+    first_known = known(first_scores)
     for name in ("continued", "fresh"):
-        print(f"{name}: {len(known(first_scores) & known(rows[name][0]))} of the {len(known(first_scores))} old "
+        print(f"{name}: {len(first_known & known(rows[name][0]))} of the {len(first_known)} old "
               "facts the first round knew are still known")
-    if not known(first_scores):  # nothing to lose: no verdict rather than a pass that could not fail
+    if not first_known:  # nothing to lose: no verdict rather than a pass that could not fail
         print("UNDECIDED  the first round knew none of the old facts: raise the budget to judge whether they survive")
         return
     survive = rows["continued"][0].knows >= first_scores.knows

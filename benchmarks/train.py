@@ -85,8 +85,8 @@ def other_main(config: dict) -> dict:
     arguments = dict(
         output_dir=config["output"], per_device_train_batch_size=config["micro_batch"],
         gradient_accumulation_steps=config["gradient_accumulation"], num_train_epochs=config["epochs"],
-        learning_rate=config["learning_rate"], weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", seed=config["seed"], logging_steps=1,
-        save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0, use_cpu=not cuda,
+        learning_rate=config["learning_rate"], weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
+        seed=config["seed"], logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0, use_cpu=not cuda,
         # as afina's trainer chose it (by free memory); TRL's own default would be on
         gradient_checkpointing=config["gradient_checkpointing"],
         max_steps=config["max_steps"],  # -1: the epochs decide
@@ -340,7 +340,8 @@ def main() -> None:
                       "of padded documents (the same real tokens per step, on average)"
     else:  # packed too: the same micro-batch shape and steps (best-fit blocks are a little less full)
         accumulation = defaults.gradient_accumulation
-        their_steps = f"~{steps} steps x {accumulation} micro-batches of best-fit packed blocks, padding-free"
+        their_steps = (f"as many steps x {accumulation} micro-batches as its best-fit packed blocks make "
+                       "(more than afina's when they are less full), padding-free")
     lengths = sorted(len(ids) + 1 for ids in train_docs)
 
     print(f"afina training benchmark: afina's trainer (documents packed into full sequences) vs {other}: "
