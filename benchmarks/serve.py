@@ -178,7 +178,7 @@ def main() -> None:
 
     if args.fresh:
         state = Path(tempfile.mkdtemp(prefix="afina-bench-serve-stack-"))
-        os.environ.update(localstack.sibling_env(Settings(), state, port_offset=43000))
+        os.environ.update(localstack.sibling_env(Settings(), state, port_offset=22000))
     settings = Settings()
     try:
         measure(args, settings)

@@ -117,6 +117,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel picks clients' local ports from (Linux; its default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 from control.localstack import kafka, minio, prefect
-from control.localstack.process import ManagedProcess, StackError, free_port
+from control.localstack.process import (
+    ManagedProcess,
+    StackError,
+    ephemeral_ports,
+    free_port,
+)
 from services.settings import Settings
 
 __all__ = ["StackError", "PartStatus", "up", "down", "status", "init", "sibling_env"]
@@ -126,7 +131,9 @@ def _status(name: str, part: _Part, state: str) -> PartStatus:
 
 def sibling_env(settings: Settings, state_dir: Path, port_offset: int) -> dict[str, str]:
     """AFINA_* variables for a second stack beside this one (tests, benchmarks): its own state
-    folder and ports, sharing the built tools and base models so that nothing is built twice."""
+    folder and ports, sharing the built tools and base models so that nothing is built twice.
+    The servers' ports are fixed (base + ``port_offset``) and must stay below the kernel's
+    ephemeral range, where any client's outgoing connection may hold them at start-up."""
     state_dir.mkdir(parents=True, exist_ok=True)
     for shared in ("tools", "models"):
         source = settings.state_dir / shared
@@ -134,6 +141,9 @@ def sibling_env(settings: Settings, state_dir: Path, port_offset: int) -> dict[s
         if not (state_dir / shared).exists():
             (state_dir / shared).symlink_to(source.resolve())
     prefect_port = settings.prefect_port + port_offset
+    fixed = {"kafka": settings.kafka_port, "kafka controller": settings.kafka_controller_port,
+             "minio": settings.s3_port, "minio console": settings.s3_console_port, "prefect": settings.prefect_port}
+    _below_ephemeral({name: port + port_offset for name, port in fixed.items()})
     return {
         "AFINA_STATE_DIR": str(state_dir),
         "AFINA_INBOX_DIR": str(state_dir / "inbox"),
@@ -149,3 +159,11 @@ def sibling_env(settings: Settings, state_dir: Path, port_offset: int) -> dict[s
         "AFINA_NORMALIZER_METRICS_PORT": str(free_port()),
         "AFINA_INFERENCE_METRICS_PORT": str(free_port()),
     }
+
+
+def _below_ephemeral(ports: dict[str, int]) -> None:
+    low = ephemeral_ports()[0]
+    taken = [f"{name} {port}" for name, port in ports.items() if port >= low]
+    if taken:
+        raise ValueError(f"sibling stack ports {', '.join(taken)} lie in the kernel's ephemeral range "
+                         f"(from {low}), where outgoing connections take ports at random: use a smaller offset")

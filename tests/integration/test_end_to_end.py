@@ -36,7 +36,7 @@ FIRST_ROUND = ["manual_empleado_es.pdf", "expenses_policy_en.docx", "product_faq
 
 @pytest.fixture(scope="module")
 def afina_system(local_stack, tmp_path_factory):
-    env = {**os.environ, **localstack.sibling_env(local_stack, tmp_path_factory.mktemp("e2e"), port_offset=40000),
+    env = {**os.environ, **localstack.sibling_env(local_stack, tmp_path_factory.mktemp("e2e"), port_offset=14000),
            "AFINA_TUNING_STEPS": "40"}
     with afina_up(env) as settings:
         yield env, settings

@@ -27,7 +27,7 @@ BUDGET = 8192  # four steps of the default recipe (4 sequences x 2 micro-batches
 @pytest.fixture(scope="module")
 def smollm2_system(local_stack, tmp_path_factory):
     env = {name: value for name, value in os.environ.items() if name not in TINY_RECIPE}  # the defaults
-    env |= {**localstack.sibling_env(local_stack, tmp_path_factory.mktemp("smollm2"), port_offset=41000),
+    env |= {**localstack.sibling_env(local_stack, tmp_path_factory.mktemp("smollm2"), port_offset=16000),
             "AFINA_TUNING_MAX_TOKENS": str(BUDGET)}
     with afina_up(env) as settings:
         yield env, settings

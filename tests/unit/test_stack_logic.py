@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from control.localstack.kafka import cluster_id
+from control.localstack.process import ephemeral_ports
+from control.localstack.servers import sibling_env
+from services.settings import Settings
 
 
 def test_kafka_cluster_ids_are_valid_and_never_look_like_an_option():
@@ -13,3 +18,13 @@ def test_kafka_cluster_ids_are_valid_and_never_look_like_an_option():
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_a_sibling_stack_refuses_server_ports_in_the_ephemeral_range(tmp_path):
+    """CI once lost a run to a sibling MinIO port that a client's outgoing connection held."""
+    low = ephemeral_ports()[0]
+    settings = Settings(state_dir=tmp_path / "first")
+    env = sibling_env(settings, tmp_path / "second", port_offset=1000)
+    assert env["AFINA_S3_ENDPOINT"] == f"127.0.0.1:{settings.s3_port + 1000}"
+    with pytest.raises(ValueError, match="ephemeral range"):
+        sibling_env(settings, tmp_path / "third", port_offset=low - settings.prefect_port)
