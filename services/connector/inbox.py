@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -39,28 +40,67 @@ def source_id(inbox_name: str, rel: str) -> str:
     return f"{inbox_name}:{printable}"
 
 
-def open_document(root: Path, rel: str) -> tuple[BinaryIO, os.stat_result]:
-    """Open an inbox file for reading without following a link out of the inbox or blocking on a FIFO.
+def open_document(root: Path, rel: str, _links: int = 0) -> tuple[BinaryIO, os.stat_result]:
+    """Open an inbox file for reading without leaving the inbox or blocking on a FIFO.
 
-    Raises FileNotFoundError when it is gone and Unreadable when it must not be read.
+    Every folder on the path is opened without following links (a folder swapped for a link
+    to a private folder is refused, not read); the file itself may be a link to another file
+    in the inbox. Raises FileNotFoundError when it is gone and Unreadable when it must not be read.
     """
-    path = root / rel
-    link = os.lstat(path)
-    if stat.S_ISLNK(link.st_mode):
-        target = path.resolve()
-        if not target.is_relative_to(root.resolve()):
-            raise Unreadable("symbolic link pointing outside the inbox")
-        path = target
-    before = os.stat(path)
-    if not stat.S_ISREG(before.st_mode):
-        raise Unreadable("not a regular file (FIFO, socket, device or folder)")
-    # O_NONBLOCK: should the path be swapped for a FIFO after the check, open does not hang.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    *folders, name = PurePosixPath(rel).parts
+    folder = _open_folders(root, folders)
+    try:
+        link = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        if stat.S_ISLNK(link.st_mode):
+            target = (root / rel).resolve()
+            inside = root.resolve()
+            if not target.is_relative_to(inside) or _links >= 8:
+                raise Unreadable("symbolic link pointing outside the inbox")
+            return open_document(inside, target.relative_to(inside).as_posix(), _links + 1)
+        if not stat.S_ISREG(link.st_mode):
+            raise Unreadable("not a regular file (FIFO, socket, device or folder)")
+        # O_NONBLOCK: should the path be swapped for a FIFO after the check, open does not hang;
+        # O_NOFOLLOW: nor does it follow a link swapped in.
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Unreadable("symbolic link pointing outside the inbox") from None
+            raise
+    finally:
+        os.close(folder)
     opened = os.fstat(fd)
     if not stat.S_ISREG(opened.st_mode):
         os.close(fd)
         raise Unreadable("not a regular file (FIFO, socket, device or folder)")
     return os.fdopen(fd, "rb"), opened
+
+
+def _open_folders(root: Path, folders: list[str]) -> int:
+    """A descriptor of the innermost folder, each one opened relative to the last, links refused."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    for part in folders:
+        try:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError as exc:
+            # a link opened with O_DIRECTORY | O_NOFOLLOW fails with ENOTDIR (Linux) or ELOOP
+            is_link = exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd)
+            os.close(fd)
+            if is_link:
+                raise Unreadable("a folder on the path is a symbolic link") from None
+            if exc.errno == errno.ENOTDIR:  # a file where a folder was: the document is gone
+                raise FileNotFoundError(exc.errno, "a folder on the path is not a folder", part) from None
+            raise
+        os.close(fd)
+        fd = inner
+    return fd
+
+
+def _is_link(name: str, folder: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def walk(root: Path) -> list[str]:

@@ -114,7 +114,7 @@ class Connector:
         except Unreadable as exc:
             SKIPPED.labels(str(exc)).inc()
             log.info("not a document; skipped", extra={"source_id": sid, "reason": str(exc)})
-            return
+            observed = None  # what was a document here is one no longer: forget it
         if observed is not UNCHANGED:
             await self._apply(sid, previous, observed)
 

@@ -23,7 +23,7 @@ from services.contracts import (
     RejectReason,
 )
 from services.settings import Settings
-from services.storage import minio_client
+from services.storage import minio_client, stat_object
 from tests.integration.harness import AFINA, afina_service, free_port
 
 pytestmark = pytest.mark.integration
@@ -132,6 +132,26 @@ def test_ignored_odd_and_unreadable_names(local_stack, event_log, tmp_path):
     assert 'afina_connector_skipped_total{reason="symbolic link pointing outside the inbox"} 1.0' in metrics
     assert "afina_connector_skipped_total{reason=\"not a regular file (FIFO, socket, device or folder)\"} 1.0" in metrics
     assert 'afina_connector_events_published_total{kind="created"} 5.0' in metrics
+
+
+def test_a_folder_replaced_by_a_link_out_of_the_inbox_is_never_read(local_stack, event_log, tmp_path):
+    """Drop d/x.txt, swap d for a link to a private folder: the rescan must not ingest the private file."""
+    inbox = Inbox(local_stack, tmp_path)
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "x.txt").write_text(f"salario del director ({inbox.name}): 1 millón")  # unique: raw/ is shared
+    (inbox.dir / "d").mkdir()
+    (inbox.dir / "d" / "x.txt").write_text("horario: de 9 a 17")
+    with inbox.connector():
+        event_log.wait_for(lambda: kinds(event_log.events, inbox.sid("d/x.txt")) == ["created"])
+    (inbox.dir / "d").rename(tmp_path / "d-gone")
+    (inbox.dir / "d").symlink_to(private)
+    with inbox.connector():  # its start-up reconcile re-reads every indexed path
+        event_log.wait_for(lambda: kinds(event_log.events, inbox.sid("d/x.txt")) == ["created", "deleted"])
+        settle()
+    secret = sha((private / "x.txt").read_bytes())
+    assert secret not in {e.sha256 for e in event_log.about(inbox.sid(""))}
+    assert stat_object(minio_client(local_stack), Bucket.RAW, secret) is None
 
 
 def test_slow_writer_gives_one_event_when_complete(local_stack, event_log, tmp_path):

@@ -105,6 +105,23 @@ def test_open_document_refuses_links_out_and_fifos(tmp_path):
     assert sorted(walk(inbox)) == ["fifo", "in", "out", "real.txt"]  # walk lists; open decides
 
 
+def test_open_document_refuses_a_folder_on_the_path_that_is_a_link(tmp_path):
+    """Only the last component was checked: ``d/x.txt`` with ``d`` a link to a private folder was read."""
+    inbox, private = tmp_path / "inbox", tmp_path / "private"
+    (inbox / "real").mkdir(parents=True)
+    private.mkdir()
+    (private / "x.txt").write_text("secret")
+    (inbox / "real" / "x.txt").write_text("ok")
+    (inbox / "d").symlink_to(private)
+    (inbox / "inside").symlink_to(inbox / "real")  # a folder link, even within the inbox, is not followed
+    for rel in ("d/x.txt", "inside/x.txt"):
+        with pytest.raises(Unreadable, match="folder on the path is a symbolic link"):
+            open_document(inbox, rel)
+    file, _ = open_document(inbox, "real/x.txt")
+    with file:
+        assert file.read() == b"ok"
+
+
 async def test_scheduler_coalesces_bursts_serializes_and_retries():
     runs: list[str] = []
     failing = {"flaky": 1}
