@@ -30,7 +30,8 @@ class Topic(enum.StrEnum):
     # afina event); the connector turns them into DocumentDiscovered.
     INBOX_NOTIFICATIONS = "afina.inbox.notifications"
     # Compacted: the connector's durable record of what it has published, per source id
-    # (an IndexEntry), so that a restarted or new replica finds what changed meanwhile.
+    # (an IndexEntry), so that a restarted or new replica finds what changed meanwhile;
+    # and, under key ``~inbox/<inbox name>``, which folder owns that name (an InboxClaim).
     CONNECTOR_INDEX = "afina.connector.index"
     # Compacted, one partition (a total order): each normalized document's text fingerprint
     # (DedupRecord), which every normalizer replica reads to find duplicates.
@@ -190,6 +191,26 @@ class IndexEntry(BaseModel):
     version: str = Field("", description="What changes with the content: a file's mtime_ns, an object's ETag.")
     deleted: bool = False
     rejected: bool = False
+
+
+class InboxClaim(BaseModel):
+    """Which folder an inbox name belongs to (topic afina.connector.index, key ``claim_key(name)``).
+
+    The folder is known by the id in its marker file, not by its path: replicas on other
+    machines see the same folder under other paths, and a folder moved keeps its id.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    folder_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="The id in the folder's marker file.")
+    folder: str = Field(description="Where the folder was when it claimed the name (for messages).")
+    claimed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @staticmethod
+    def key(inbox_name: str) -> str:
+        # '~' starts no inbox name and no bucket source id: the key is never a source id
+        return f"~inbox/{inbox_name}"
 
 
 EVENT_TOPICS: dict[Topic, type[Event]] = {

@@ -34,6 +34,14 @@ class ConnectorSettings(BaseSettings):
     rescan_s: float = Field(
         300, gt=0, description="Full comparison of storage with the index every so often (missed events)."
     )
+    max_delete_share: float = Field(
+        0.5, ge=0, le=1,
+        description="Share of the indexed documents one rescan may find gone; more is refused as a "
+                    "storage fault and nothing is deleted (1: no limit).",
+    )
+    take_over_inbox: bool = Field(
+        False, description="Let this folder become the inbox of AFINA_INBOX_NAME though another folder had it."
+    )
     metrics_port: int = Field(9101, ge=0, description="Prometheus metrics port (0: off).")
 
 

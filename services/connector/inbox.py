@@ -1,13 +1,21 @@
-"""The inbox folder: which names count, how a file is opened safely, and its source id."""
+"""The inbox folder: which names count, how a file is opened safely, its source id, and
+whether the folder is the one the index's documents came from."""
 
 from __future__ import annotations
 
 import errno
 import fnmatch
 import os
+import re
 import stat
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+
+from services.contracts import InboxClaim
+
+# A dotfile (never a document) that names the folder: its id is what an inbox name is claimed by.
+MARKER = ".afina-inbox"
 
 # Editors' lock files, partial downloads and uploads, temporary saves.
 IGNORED_NAMES = ("~$*", ".~lock*", "*.part", "*.partial", "*.tmp", "*.crdownload", "*.swp", "*~")
@@ -114,3 +122,46 @@ def walk(root: Path) -> list[str]:
             if not is_ignored(rel):
                 found.append(rel)
     return found
+
+
+def folder_id(root: Path) -> str | None:
+    """The id in the folder's marker file; None when the folder or its marker is missing."""
+    try:
+        text = (root / MARKER).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return text if re.fullmatch(r"[0-9a-f]{32}", text) else None
+
+
+def mark(root: Path) -> str:
+    """Give the folder (created if need be) a marker with a new id, unless it has one."""
+    root.mkdir(parents=True, exist_ok=True)
+    new = uuid.uuid4().hex
+    try:
+        with open(root / MARKER, "x") as file:
+            file.write(new + "\n")
+    except FileExistsError:
+        if (existing := folder_id(root)) is not None:
+            return existing
+        raise
+    return new
+
+
+def claim_problem(root: Path, inbox_name: str, claim: InboxClaim | None, indexed: int) -> str | None:
+    """Why this folder must not act as the inbox ``inbox_name`` (None: it may).
+
+    Reading a wrong folder would tombstone every document indexed under the name: the folder
+    of an unmounted drive (missing, or an empty mount point) and a second inbox given the
+    same name are both told apart from the real one by the marker's id.
+    """
+    found = folder_id(root)
+    if claim is None or found == claim.folder_id or (found is None and indexed == 0):
+        return None  # first claim, ours, or a new folder where nothing is lost
+    fix = "set AFINA_CONNECTOR_TAKE_OVER_INBOX=true to make this folder the inbox"
+    if found is None:
+        state = "is missing" if not root.exists() else f"has no {MARKER} file"
+        return (f"the inbox folder {root} {state}, but {indexed} documents are indexed from inbox '{inbox_name}' "
+                f"(folder {claim.folder}): a drive not mounted? Nothing is read or deleted until it is back; "
+                f"if this is a new inbox, {fix}")
+    return (f"the inbox name '{inbox_name}' belongs to another folder ({claim.folder}, id {claim.folder_id}); "
+            f"{root} is a different inbox (id {found}): give it its own AFINA_INBOX_NAME, or {fix}")

@@ -12,7 +12,7 @@ import logging
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
-from services.contracts import ChangeKind, IndexEntry, Topic
+from services.contracts import ChangeKind, InboxClaim, IndexEntry, Topic
 from services.lifecycle import retry_forever
 from services.messaging import CompactedTopic, TopicMissing
 from services.settings import Settings
@@ -35,20 +35,30 @@ def decide(previous: IndexEntry | None, sha256: str | None) -> ChangeKind | None
     return ChangeKind.UPDATED
 
 
-async def load(settings: Settings, prefixes: tuple[str, ...]) -> dict[str, IndexEntry]:
+async def load(settings: Settings, prefixes: tuple[str, ...]) -> tuple[dict[str, IndexEntry], InboxClaim | None]:
     """The index as it stands: the compacted topic read from its start to its current end, for our
-    source ids."""
+    source ids, and the claim on our inbox name (None: never claimed)."""
     entries: dict[str, IndexEntry] = {}
+    claim_key = InboxClaim.key(settings.inbox_name)
+    claims: list[InboxClaim] = []
 
-    def apply(source_id: str, value: bytes | None, offset: int) -> None:
-        if source_id.startswith(prefixes):
+    def apply(key: str, value: bytes | None, offset: int) -> None:
+        if key == claim_key and value:
+            claims.append(InboxClaim.model_validate_json(value))
+        elif key.startswith(prefixes):
             if value:
-                entries[source_id] = IndexEntry.model_validate_json(value)
+                entries[key] = IndexEntry.model_validate_json(value)
             else:
-                entries.pop(source_id, None)
+                entries.pop(key, None)
 
     await CompactedTopic(settings, Topic.CONNECTOR_INDEX, apply, log).start()
-    return entries
+    return entries, (claims[-1] if claims else None)
+
+
+async def claim(broker: KafkaBroker, inbox_name: str, claim: InboxClaim) -> None:
+    """Record that ``claim.folder_id`` owns the inbox name (acknowledged: later runs rely on it)."""
+    await broker.publish(claim.model_dump_json().encode(), topic=Topic.CONNECTOR_INDEX,
+                         key=InboxClaim.key(inbox_name).encode())
 
 
 async def record(broker: KafkaBroker, source_id: str, entry: IndexEntry) -> None:
@@ -73,7 +83,7 @@ def _log_lost_record(sent: asyncio.Future) -> None:
 
 async def load_when_available(
     settings: Settings, prefixes: tuple[str, ...], log: logging.Logger
-) -> dict[str, IndexEntry]:
+) -> tuple[dict[str, IndexEntry], InboxClaim | None]:
     """load(), retried with backoff while Kafka is unreachable."""
     return await retry_forever(
         lambda: load(settings, prefixes), "reading the connector index", log,

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from faststream.kafka import KafkaMessage
 from minio.commonconfig import CopySource
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -31,7 +31,10 @@ from services.connector.bucket import keys_in
 from services.connector.digest import CHUNK, HashingReader, sha256_of
 from services.connector.inbox import (
     Unreadable,
+    claim_problem,
+    folder_id,
     is_ignored,
+    mark,
     open_document,
     relative,
     source_id,
@@ -42,6 +45,7 @@ from services.contracts import (
     Bucket,
     DocumentDiscovered,
     DocumentRejected,
+    InboxClaim,
     IndexEntry,
     RejectReason,
     Topic,
@@ -58,7 +62,9 @@ BYTES_READ = Counter("afina_connector_bytes_read_total", "Bytes read from watche
 EVENTS = Counter("afina_connector_events_published_total", "Events published", ["kind"])
 ERRORS = Counter("afina_connector_errors_total", "Failed runs, retried with backoff", ["source"])
 SKIPPED = Counter("afina_connector_skipped_total", "Paths never read (links out, FIFOs, ...)", ["reason"])
+REFUSED = Gauge("afina_connector_inbox_refused", "1 while the inbox folder is refused (see the log): nothing deleted")
 
+CLAIM_RETRY_S = 5  # how often a refused inbox folder is looked at again
 CLOSED_DELAY_S = 0.05  # a closed or renamed-in file is complete: read it almost at once
 PART_SIZE = 8 * 1024 * 1024  # multipart upload part: bounds memory per upload
 BUCKET_PREFIX = f"bucket:{Bucket.INBOX}/"
@@ -90,6 +96,7 @@ class Connector:
         self.s3 = minio_client(settings)
         self.broker = kafka_broker(settings, "afina-connector")
         self.index: dict[str, IndexEntry] = {}
+        self.folder_id: str | None = None  # the inbox folder's marker id, once it is known to be ours
         self.io = ThreadPoolExecutor(settings.connector.workers, thread_name_prefix="connector-io")
         self.files: Scheduler[str] = Scheduler(
             self.sync_file, settings.connector.workers, log, on_error=lambda *_: ERRORS.labels("folder").inc()
@@ -278,12 +285,21 @@ class Connector:
         self.index[sid] = entry
 
     async def reconcile(self) -> None:
-        """Compare storage with the index and schedule every difference (start-up and periodically)."""
-        present = {source_id(self.settings.inbox_name, rel): rel for rel in await self._in_thread(walk, self.root)}
-        for rel in present.values():
-            self.files.touch(rel, 0)
-        for sid in self._known(self.folder_prefix) - present.keys():
-            self.files.touch(sid.removeprefix(self.folder_prefix), 0)
+        """Compare storage with the index and schedule every difference (start-up and periodically).
+
+        A storage that looks gone (the folder lost its marker, most documents missing) deletes nothing.
+        """
+        files = await self._in_thread(walk, self.root)
+        if folder_id(self.root) != self.folder_id:
+            self._refuse(f"the inbox folder {self.root} is missing or lost its marker file: "
+                                   "a drive unmounted? Nothing is read or deleted until it is back")
+        else:
+            present = {source_id(self.settings.inbox_name, rel): rel for rel in files}
+            for rel in present.values():
+                self.files.touch(rel, 0)
+            gone = self._gone(present.keys())
+            for sid in gone:
+                self.files.touch(sid.removeprefix(self.folder_prefix), 0)
         if not self.settings.connector.watch_bucket:
             return
         objects = await self._in_thread(
@@ -292,8 +308,41 @@ class Connector:
         for key, obj in objects.items():
             if not is_ignored(key) and not _same_version(self.index.get(BUCKET_PREFIX + key), obj.etag.strip('"'), obj.size):
                 self.objects.touch(key, 0)
+        # a bucket is never unmounted: objects gone from it were deleted
         for sid in self._known(BUCKET_PREFIX) - {BUCKET_PREFIX + key for key in objects}:
             self.objects.touch(sid.removeprefix(BUCKET_PREFIX), 0)
+
+    def _gone(self, present) -> set[str]:
+        """The folder's indexed documents no longer present, unless so many are that the folder must
+        be at fault (a sync tool that emptied it, a wrong mount)."""
+        known = self._known(self.folder_prefix)
+        gone = known - present
+        share = self.settings.connector.max_delete_share
+        if len(gone) > share * len(known):
+            self._refuse(f"{len(gone)} of the {len(known)} documents indexed from {self.root} are gone, more "
+                         f"than AFINA_CONNECTOR_MAX_DELETE_SHARE={share}; none is deleted. If they were removed "
+                         "on purpose, raise that setting for one run")
+            return set()
+        REFUSED.set(0)
+        return gone
+
+    def _refuse(self, reason: str) -> None:
+        REFUSED.set(1)
+        log.error("inbox folder refused", extra={"reason": reason})
+
+    async def _claim_inbox(self, claimed: InboxClaim | None) -> None:
+        """Wait until the inbox folder is the one this inbox name's documents came from, then claim it."""
+        while not self.settings.connector.take_over_inbox:
+            problem = claim_problem(self.root, self.settings.inbox_name, claimed, len(self._known(self.folder_prefix)))
+            if problem is None:
+                break
+            self._refuse(problem)
+            await asyncio.sleep(CLAIM_RETRY_S)
+        REFUSED.set(0)
+        self.folder_id = folder_id(self.root) or mark(self.root)
+        if claimed is None or claimed.folder_id != self.folder_id:
+            await index.claim(self.broker, self.settings.inbox_name,
+                              InboxClaim(folder_id=self.folder_id, folder=str(self.root)))
 
     def _known(self, prefix: str) -> set[str]:
         return {sid for sid, entry in self.index.items() if sid.startswith(prefix) and not entry.deleted}
@@ -305,12 +354,12 @@ class Connector:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.root.mkdir(parents=True, exist_ok=True)
         if self.settings.connector.metrics_port:
             start_http_server(self.settings.connector.metrics_port, addr="127.0.0.1")
         await retry_forever(self.broker.start, "connecting to Kafka", log, cleanup=self.broker.stop)
         prefixes = (self.folder_prefix, BUCKET_PREFIX) if self.settings.connector.watch_bucket else (self.folder_prefix,)
-        self.index = await index.load_when_available(self.settings, prefixes, log)
+        self.index, claimed = await index.load_when_available(self.settings, prefixes, log)
+        await self._claim_inbox(claimed)
         workers = await self.files.start() + await self.objects.start()
         observer = Observer()
         observer.schedule(_Forward(self.on_fs_event), str(self.root), recursive=True)

@@ -35,7 +35,7 @@ class Inbox:
     def __init__(self, settings: Settings, tmp_path: Path, **env: str) -> None:
         self.name = f"t{uuid.uuid4().hex[:12]}"
         self.dir = tmp_path / "inbox"
-        self.dir.mkdir()
+        self.dir.mkdir(parents=True)
         self.metrics_port = free_port()
         self.log = tmp_path / "connector.log"
         self.env = {
@@ -54,6 +54,13 @@ class Inbox:
     def connector(self):
         with afina_service(["connector"], self.env, self.log, ready='"msg": "connector ready"') as proc:
             yield proc
+
+
+def wait_for_log(log: Path, text: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
 
 
 def kinds(events, source_id: str) -> list[str]:
@@ -142,6 +149,7 @@ def test_a_folder_replaced_by_a_link_out_of_the_inbox_is_never_read(local_stack,
     (private / "x.txt").write_text(f"salario del director ({inbox.name}): 1 millón")  # unique: raw/ is shared
     (inbox.dir / "d").mkdir()
     (inbox.dir / "d" / "x.txt").write_text("horario: de 9 a 17")
+    (inbox.dir / "keep.txt").write_text("stays: one of two gone is no storage fault")
     with inbox.connector():
         event_log.wait_for(lambda: kinds(event_log.events, inbox.sid("d/x.txt")) == ["created"])
     (inbox.dir / "d").rename(tmp_path / "d-gone")
@@ -152,6 +160,68 @@ def test_a_folder_replaced_by_a_link_out_of_the_inbox_is_never_read(local_stack,
     secret = sha((private / "x.txt").read_bytes())
     assert secret not in {e.sha256 for e in event_log.about(inbox.sid(""))}
     assert stat_object(minio_client(local_stack), Bucket.RAW, secret) is None
+
+
+def test_a_missing_inbox_folder_deletes_nothing_and_is_waited_for(local_stack, event_log, tmp_path):
+    """An unmounted drive looked like every document deleted: the folder was recreated empty, or
+    walked as empty by the rescan, and each indexed document was tombstoned."""
+    inbox = Inbox(local_stack, tmp_path, AFINA_CONNECTOR_RESCAN_S="0.5")
+    (inbox.dir / "a.txt").write_text("política de viajes")
+    (inbox.dir / "b.txt").write_text("política de gastos")
+    away = tmp_path / "unmounted"
+    with inbox.connector():
+        event_log.wait_for(lambda: all(kinds(event_log.events, inbox.sid(n)) == ["created"] for n in ("a.txt", "b.txt")))
+        inbox.dir.rename(away)  # while running: several rescans find nothing there
+        settle()
+        assert "inbox folder refused" in inbox.log.read_text()
+    assert not inbox.dir.exists()
+    with afina_service(["connector"], inbox.env, inbox.log, ready="a drive not mounted?"):
+        settle(1)
+        assert not inbox.dir.exists()  # not created empty at start-up either
+        assert "afina_connector_inbox_refused 1.0" in httpx.get(f"http://127.0.0.1:{inbox.metrics_port}/metrics").text
+        away.rename(inbox.dir)
+        wait_for_log(inbox.log, '"msg": "connector ready"')
+        settle()
+    assert all(kinds(event_log.events, inbox.sid(n)) == ["created"] for n in ("a.txt", "b.txt"))
+
+
+def test_a_second_inbox_with_the_same_name_is_refused(local_stack, event_log, tmp_path):
+    """Two connectors given one AFINA_INBOX_NAME tombstoned each other's documents at start-up."""
+    first = Inbox(local_stack, tmp_path / "first")
+    (first.dir / "mine.txt").write_text("manual de la primera sede")
+    with first.connector():
+        event_log.wait_for(lambda: kinds(event_log.events, first.sid("mine.txt")) == ["created"])
+    second = Inbox(local_stack, tmp_path / "second")
+    (second.dir / "theirs.txt").write_text("manual de la segunda sede")
+    with afina_service(["connector"], {**second.env, "AFINA_INBOX_NAME": first.name}, second.log,
+                       ready="has no .afina-inbox file"):  # a new folder: it may be the first one unmounted
+        settle()
+    with second.connector():  # once an inbox of its own, it holds a marker with its own id
+        event_log.wait_for(lambda: kinds(event_log.events, second.sid("theirs.txt")) == ["created"])
+    with afina_service(["connector"], {**second.env, "AFINA_INBOX_NAME": first.name}, second.log,
+                       ready="belongs to another folder"):
+        settle()
+    assert kinds(event_log.events, first.sid("mine.txt")) == ["created"]
+    assert kinds(event_log.events, first.sid("theirs.txt")) == []
+
+
+def test_a_rescan_that_finds_most_documents_gone_deletes_none(local_stack, event_log, tmp_path):
+    inbox = Inbox(local_stack, tmp_path)
+    names = [f"doc{i}.txt" for i in range(4)]
+    for name in names:
+        (inbox.dir / name).write_text(f"contenido {name}")
+    with inbox.connector():
+        event_log.wait_for(lambda: all(kinds(event_log.events, inbox.sid(n)) == ["created"] for n in names))
+    for name in names[1:]:
+        (inbox.dir / name).unlink()  # three of four gone while it was down
+    with inbox.connector():
+        settle()
+    assert "none is deleted" in inbox.log.read_text()
+    assert all(kinds(event_log.events, inbox.sid(n)) == ["created"] for n in names)
+    inbox.env["AFINA_CONNECTOR_MAX_DELETE_SHARE"] = "1"  # on purpose: the user says so
+    with inbox.connector():
+        event_log.wait_for(lambda: all(kinds(event_log.events, inbox.sid(n)) == ["created", "deleted"] for n in names[1:]))
+    assert kinds(event_log.events, inbox.sid(names[0])) == ["created"]
 
 
 def test_slow_writer_gives_one_event_when_complete(local_stack, event_log, tmp_path):
@@ -250,10 +320,10 @@ def test_bucket_create_update_delete_and_found_at_start(local_stack, event_log, 
         s3.remove_object(Bucket.INBOX, key)
         event_log.wait_for(lambda: kinds(event_log.events, sid) == ["created", "updated", "deleted"])
         # `afina drop --bucket` uploads through the same path
-        dropped = tmp_path / "nota rápida.txt"
+        dropped = tmp_path / f"nota rápida {prefix[6:14]}.txt"  # its own key: a failed run leaves no twin
         dropped.write_text("dejar aquí")
         subprocess.run([AFINA, "drop", "--bucket", str(dropped)], env={**os.environ, **inbox.env}, check=True)
-        event_log.wait_for(lambda: kinds(event_log.events, "bucket:inbox/nota rápida.txt")[-1:] == ["created"])
+        event_log.wait_for(lambda: kinds(event_log.events, f"bucket:inbox/{dropped.name}") == ["created"])
     later = prefix + "while-down.txt"
     s3.put_object(Bucket.INBOX, later, io.BytesIO(b"uploaded while no connector ran"), 31)
     with inbox.connector():
@@ -264,7 +334,7 @@ def test_bucket_create_update_delete_and_found_at_start(local_stack, event_log, 
     assert s3.get_object(Bucket.RAW, created.sha256).read() == first
     assert kinds(event_log.events, sid) == ["created", "updated", "deleted"]
     s3.remove_object(Bucket.INBOX, later)
-    s3.remove_object(Bucket.INBOX, "nota rápida.txt")
+    s3.remove_object(Bucket.INBOX, dropped.name)
 
 
 def test_drop_into_folder(local_stack, event_log, tmp_path):
