@@ -119,6 +119,7 @@ class Normalizer:
             return
         await self._announce(self._normalized(event, key, info))
         DOCUMENTS.labels("normalized").inc()
+        log.info("normalized", extra={"source_id": event.source_id, "part": key})
 
     async def _normalize(self, event: DocumentDiscovered, key: str) -> parts.PartInfo:
         data = await self._durably(lambda: asyncio.to_thread(read_object, self.s3, Bucket.RAW, event.sha256))

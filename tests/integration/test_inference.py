@@ -270,16 +270,20 @@ def test_a_promoted_version_is_swapped_in_during_concurrent_calls_without_a_fail
         for thread in callers:
             thread.start()
         time.sleep(1.0)
-        # a long call in flight when the champion moves
+        # a long call in flight when the champion moves, read as it streams (its messages' arrival times)
         in_flight = stub.GenerateStream(client.request("La empresa", max_new_tokens=400, ignore_eos=True, seed=9),
                                         timeout=120)
         first = next(in_flight)
+        streamed: list[tuple[float, object]] = []
+        reader = threading.Thread(target=lambda: streamed.extend((time.monotonic(), m) for m in in_flight))
+        reader.start()
         asyncio.run(promotion.promote(local_stack, newer))  # alias moved, ModelPromoted on Kafka
+        moved = time.monotonic()
         deadline = time.monotonic() + 60
         while not any(a.version == newer for a in answered) and time.monotonic() < deadline:
             time.sleep(0.1)
-        rest = list(in_flight)
-        in_flight_ended = time.monotonic()
+        reader.join(120)
+        rest = [message for _, message in streamed]
         time.sleep(1.0)
         stop.set()
         for thread in callers:
@@ -291,8 +295,8 @@ def test_a_promoted_version_is_swapped_in_during_concurrent_calls_without_a_fail
         assert {a.version for a in answered if a.started < swapped} <= {champion, newer}
         assert all(a.version == newer for a in answered if a.started > swapped)
         assert sum(a.version == champion for a in answered) > 0 and sum(a.version == newer for a in answered) > 0
-        # the call in flight during the swap finished on the version it started with
-        assert in_flight_ended > swapped
+        # the call in flight when the alias moved (still streaming after) finished on the version it began with
+        assert streamed[-1][0] > moved, "the long call ended before the alias moved: it tested nothing"
         assert {first.model_version, *(m.model_version for m in rest)} == {champion}
         assert rest[-1].finish_reason == LENGTH and rest[-1].usage.completion_tokens == 400
         # older versions are still there, on the same base: each answers as itself

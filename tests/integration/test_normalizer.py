@@ -193,6 +193,9 @@ async def test_two_replicas_agree_on_which_duplicate_came_first(local_stack, res
     for i in range(len(originals)):
         pair = [outcome(results, f"{prefix}:{copy}-{i}.txt")[0] for copy in ("a", "b")]
         assert sorted(type(e).__name__ for e in pair) == ["DocumentNormalized", "DocumentRejected"], pair
+    # both replicas took part: each one's log names documents of this run it normalized or rejected
+    handled = {name: (tmp_path / f"{name}.log").read_text().count(f'"source_id": "{prefix}:') for name in ("one", "two")}
+    assert all(handled.values()), handled
 
 
 async def test_sigkill_mid_stream_loses_nothing_and_writes_nothing_twice(local_stack, results, tmp_path):
