@@ -24,12 +24,15 @@ from services.contracts import (
     Topic,
     parse_event,
 )
+from services.lifecycle import FIRST_DELAY_S, MAX_DELAY_S
 from services.settings import Settings
 
 TOPIC_OF_EVENT: dict[type[Event], Topic] = {model: topic for topic, model in EVENT_TOPICS.items()}
 # A batch subscriber's poll timeout (``batch_timeout_ms``). FastStream sleeps as long again after an
 # empty poll, 200 ms by default, which a record arriving then waits out; 20 ms costs an idle
 # consumer next to nothing.
+log = logging.getLogger("afina.messaging")
+
 BATCH_POLL_MS = 20
 _PAYLOAD_KEPT = 2000  # characters of an invalid record kept in its dead letter
 
@@ -140,11 +143,24 @@ def subscribe_batches(broker: KafkaBroker, topic: Topic, model: type[E], handle:
     """Subscribe ``handle`` to batches of ``topic`` as typed events, committed after it returns.
 
     Records are validated from their bytes (invalid ones are dead-lettered by ``read_record``).
-    Should ``handle`` raise, the batch is not committed.
+    Should ``handle`` or a dead-letter publish raise, the batch is not committed: the consumer is
+    rewound to its first records and reads it again after a backoff, never past it.
     """
+    failures = 0
 
     async def on_batch(msg: KafkaMessage) -> None:
-        await handle([event for record in msg.raw_message if (event := await read_record(broker, model, record))])
+        nonlocal failures
+        try:
+            await handle([event for record in msg.raw_message if (event := await read_record(broker, model, record))])
+        except Exception as exc:  # noqa: BLE001 - any failure: the same records again, later
+            failures += 1
+            delay = min(FIRST_DELAY_S * 2 ** (failures - 1), MAX_DELAY_S)
+            log.error("a batch failed; it will be read again", extra={
+                "topic": str(topic), "records": len(msg.raw_message), "error": repr(exc), "retry_s": delay})
+            await asyncio.sleep(delay)
+            await msg.nack()  # seeks each partition back to the batch's first record
+            return
+        failures = 0
         await commit(msg)
 
     broker.subscriber(topic, batch=True, ack_policy=AckPolicy.MANUAL, batch_timeout_ms=BATCH_POLL_MS,

@@ -8,11 +8,14 @@ import os
 import random
 import signal
 import subprocess
+import time
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from samples import corpus
 from services import media
@@ -104,6 +107,13 @@ async def delete(settings: Settings, source_id: str) -> None:
         await publish_event(broker, DocumentDiscovered(source_id=source_id, kind=ChangeKind.DELETED), key=source_id)
 
 
+def wait_for_log(log: Path, text: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
 def outcome(log: EventLog, source_id: str):
     return [e for e in list(log.events) if e.source_id == source_id]
 
@@ -179,6 +189,34 @@ async def test_delete_writes_a_tombstone(local_stack, results, tmp_path):
         (again,) = await discover(local_stack, prefix, [corpus.Doc("faq-again.md", corpus.good()[3].data)])
         results.wait_for(lambda: outcome(results, again))
     assert isinstance(outcome(results, again)[0], DocumentNormalized)
+
+
+async def test_a_batch_that_fails_is_read_again_not_skipped(local_stack, results, tmp_path):
+    """The dead-letter publish failed (here: the broker refuses records on the rejected topic), the
+    batch went uncommitted, and the consumer read on past it: its valid document was never normalized."""
+    prefix = f"f{uuid.uuid4().hex[:10]}"
+    rng = random.Random(5)
+    doc = corpus.Doc("after-poison.txt", " ".join(f"palabra{rng.randrange(10**6)}" for _ in range(200)).encode())
+    source_id = f"{prefix}:{doc.name}"
+    admin = KafkaAdminClient(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    rejected = str(Topic.DOCUMENTS_REJECTED)
+    with normalizer(local_stack, tmp_path) as proc:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, rejected, configs={"max.message.bytes": "64"})])
+        try:
+            broker = kafka_broker(local_stack, "test-poison")
+            async with broker:
+                await broker.start()  # the same key: the same partition, read in one batch or the next
+                await broker.publish(f"poison {prefix}".encode(), topic=Topic.DOCUMENTS_DISCOVERED, key=source_id.encode())
+            await discover(local_stack, prefix, [doc])
+            wait_for_log(tmp_path / "normalizer.log", "read again")
+        finally:
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, rejected,
+                                                configs={"max.message.bytes": "1048588"})])  # the broker's default
+            admin.close()
+        results.wait_for(lambda: [type(e).__name__ for e in outcome(results, source_id)] == ["DocumentNormalized"]
+                         and any(getattr(e, "payload", None) == f"poison {prefix}" for e in results.events),
+                         timeout_s=120, what="the document and the poison's dead letter")
+        assert proc.poll() is None  # the service kept running
 
 
 async def test_two_replicas_agree_on_which_duplicate_came_first(local_stack, results, tmp_path):
