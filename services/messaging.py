@@ -171,6 +171,10 @@ class TopicMissing(LookupError):
     pass
 
 
+class FollowerBehind(TimeoutError):
+    """A compacted topic's reader did not reach a record in time."""
+
+
 class CompactedTopic:
     """A compacted topic read as a table: ``apply(key, value, offset)`` sees every record of each
     partition in order, from the first (``value`` None is a tombstone), so the caller keeps the
@@ -188,6 +192,7 @@ class CompactedTopic:
         self.apply = apply
         self.log = log
         self.skipped = 0
+        self.restarts = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
         self._next: dict[int, int] = {}  # per partition: the offset of the next record to read
@@ -195,21 +200,33 @@ class CompactedTopic:
 
     async def start(self, follow: bool = False) -> None:
         partitions = await self._partitions()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False)
-        await consumer.start()
+        consumer = await self._consumer_at(partitions, {})
         try:
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
         except BaseException:
             await consumer.stop()
             raise
         self._consumer, self._next = consumer, {tp.partition: 0 for tp in partitions}
-        self._task = asyncio.create_task(self._read())
+        self._task = asyncio.create_task(self._follow(partitions))
         for tp, offset in end.items():
             await self.wait_past(tp.partition, offset - 1)
         if not follow:
             await self.stop()
+
+    async def _consumer_at(self, partitions: list[TopicPartition], positions: dict[int, int]) -> AIOKafkaConsumer:
+        """A consumer of the partitions, at ``positions`` (the beginning where none is given)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*[tp for tp in partitions if tp.partition not in positions])
+            for tp in partitions:
+                if tp.partition in positions:
+                    consumer.seek(tp, positions[tp.partition])
+        except BaseException:
+            await consumer.stop()
+            raise
+        return consumer
 
     async def _partitions(self) -> list[TopicPartition]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
@@ -222,21 +239,49 @@ class CompactedTopic:
             raise TopicMissing(f"topic {self.topic} does not exist: run `afina stack init`")
         return [TopicPartition(self.topic, p["partition"]) for p in described["partitions"]]
 
-    async def wait_past(self, partition: int, offset: int) -> None:
-        """Wait until the record at ``offset`` of ``partition`` has been applied."""
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._next.get(partition, 0) > offset)
+    async def wait_past(self, partition: int, offset: int, timeout_s: float | None = None) -> None:
+        """Wait until the record at ``offset`` of ``partition`` has been applied; FollowerBehind
+        after ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s), self._progress:
+                await self._progress.wait_for(lambda: self._next.get(partition, 0) > offset)
+        except TimeoutError:
+            raise FollowerBehind(
+                f"{self.topic}: record {offset} of partition {partition} was not read within {timeout_s:.0f} s "
+                f"(the reader is at {self._next.get(partition, 0)}, restarted {self.restarts} times)") from None
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
 
+    async def _follow(self, partitions: list[TopicPartition]) -> None:
+        """Read on for as long as the table is used: a failing consumer is replaced, from where it was."""
+        delay = FIRST_DELAY_S
+        while True:
+            try:
+                await self._read()
+            except Exception as exc:  # noqa: BLE001 - the reader must outlive any consumer error
+                self.restarts += 1
+                self.log.error(f"reading {self.topic} failed; restarting the reader", extra={
+                    "error": repr(exc), "retry_s": delay, "restarts": self.restarts})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY_S)
+                old, self._consumer = self._consumer, None
+                if old is not None:
+                    await old.stop()
+                try:
+                    self._consumer = await self._consumer_at(partitions, dict(self._next))
+                except Exception as retry:  # noqa: BLE001 - Kafka away: the next round tries again
+                    self.log.warning(f"reconnecting to {self.topic} failed", extra={"error": repr(retry)})
+
     async def _read(self) -> None:
-        assert self._consumer is not None
+        if self._consumer is None:
+            raise ConnectionError("no consumer")
         while True:
             batches = await self._consumer.getmany(timeout_ms=500)
             for tp, records in batches.items():

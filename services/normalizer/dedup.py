@@ -22,12 +22,15 @@ from services.settings import Settings
 
 log = logging.getLogger("afina.normalizer")
 
+WAIT_S = 60  # how long a claim waits for the log reader before the step fails (and is retried)
+
 
 class DedupLog:
     def __init__(self, settings: Settings, broker: KafkaBroker) -> None:
         self.broker = broker
         self.index = FingerprintIndex()
         self.log = CompactedTopic(settings, Topic.DEDUP_SIGNATURES, self.apply, log)
+        self._sent: dict[tuple[str, str], tuple[int, int]] = {}  # claims sent, not yet read back
 
     async def start(self) -> None:
         """Read the whole log, then keep following it."""
@@ -43,16 +46,25 @@ class DedupLog:
         return self.index.holds(source_id, sha256)
 
     async def claim(self, fingerprint: Fingerprint) -> Duplicate | None:
-        """Record a document's fingerprint; the earlier document it duplicates, if any."""
-        sent = await self.broker.publish(fingerprint.model_dump_json().encode(), topic=Topic.DEDUP_SIGNATURES,
-                                         key=fingerprint.source_id.encode())
-        await self.log.wait_past(sent.partition, sent.offset)
-        return self.index.earlier_duplicate(fingerprint, sent.offset)
+        """Record a document's fingerprint; the earlier document it duplicates, if any.
+
+        Raises FollowerBehind when the log is not read up to the record in time; called again, it
+        waits for the record it sent then rather than sending another, which would come after
+        documents claimed meanwhile and make the two copies of a text reject each other.
+        """
+        version = (fingerprint.source_id, fingerprint.sha256)
+        if (at := self._sent.get(version)) is None:
+            sent = await self.broker.publish(fingerprint.model_dump_json().encode(), topic=Topic.DEDUP_SIGNATURES,
+                                             key=fingerprint.source_id.encode())
+            at = self._sent[version] = (sent.partition, sent.offset)
+        await self.log.wait_past(*at, timeout_s=WAIT_S)
+        del self._sent[version]
+        return self.index.earlier_duplicate(fingerprint, at[1])
 
     async def forget(self, source_id: str) -> None:
         """A deleted document stops counting (a tombstone compacts its fingerprint away)."""
         sent = await self.broker.publish(None, topic=Topic.DEDUP_SIGNATURES, key=source_id.encode())
-        await self.log.wait_past(sent.partition, sent.offset)
+        await self.log.wait_past(sent.partition, sent.offset, timeout_s=WAIT_S)
 
     def apply(self, source_id: str, value: bytes | None, offset: int) -> None:
         """One record of the log, in its order: a document's fingerprint, or its tombstone."""

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from services import registry
 from services.contracts import (
@@ -44,6 +44,8 @@ DOCUMENTS = Counter("afina_normalizer_documents_total", "Document events handled
 REJECTED = Counter("afina_normalizer_rejected_total", "Documents rejected", ["reason"])
 TOKENS = Counter("afina_normalizer_tokens_total", "Tokens written to parts")
 SECONDS = Histogram("afina_normalizer_document_seconds", "Time to normalize one document")
+DEDUP_SKIPPED = Gauge("afina_normalizer_dedup_records_skipped", "Records of the dedup log that could not be read")
+DEDUP_RESTARTS = Gauge("afina_normalizer_dedup_reader_restarts", "Times the dedup log's reader failed and restarted")
 
 GROUP = "afina-normalizer"
 T = TypeVar("T")
@@ -55,6 +57,8 @@ class Normalizer:
         self.s3 = minio_client(settings)
         self.broker = kafka_broker(settings, "afina-normalizer")
         self.dedup = DedupLog(settings, self.broker)
+        DEDUP_SKIPPED.set_function(lambda: self.dedup.log.skipped)
+        DEDUP_RESTARTS.set_function(lambda: self.dedup.log.restarts)
         self.pool: WorkerPool | None = None  # started once the tokenizer is known
         self._unconfirmed: list[tuple[DocumentNormalized | DocumentRejected, asyncio.Future]] = []
         # A batch may take long (every document up to its time limit): stay in the group meanwhile.

@@ -284,3 +284,45 @@ async def test_a_compacted_topic_reads_as_a_table_and_bad_records_do_not_stop_it
     missing = CompactedTopic(local_stack, f"test.none.{uuid.uuid4().hex}", apply, logging.getLogger("test"))
     with pytest.raises(TopicMissing, match="does not exist"):
         await missing.start()
+
+
+async def test_a_compacted_topic_reader_outlives_a_failing_consumer_and_its_waits_end(local_stack):
+    """The dedup log's reader died silently on a consumer error, and every claim waited forever."""
+    from aiokafka.errors import KafkaError
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    from services.messaging import FollowerBehind
+
+    topic = f"test.table.{uuid.uuid4().hex}"
+    admin = KafkaAdminClient(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+                                  topic_configs={"cleanup.policy": "compact"})])
+    admin.close()
+    table: dict[str, bytes | None] = {}
+    reader = CompactedTopic(local_stack, topic, lambda key, value, offset: table.__setitem__(key, value),
+                            logging.getLogger("test"))
+    broker = kafka_broker(local_stack, "test-table")
+    async with broker:
+        await broker.start()
+        await asyncio.wait_for(reader.start(follow=True), 60)
+        try:
+            async def fails(*args, **kwargs):
+                raise KafkaError("injected: the consumer broke")
+
+            reader._consumer.getmany = fails  # this consumer fails; the reader must replace it
+            await asyncio.sleep(1.5)  # the poll under way (500 ms at most) ends; the next one fails
+            sent = await broker.publish(b"1", topic=topic, key=b"a")
+            await reader.wait_past(sent.partition, sent.offset, timeout_s=30)
+            assert table == {"a": b"1"} and reader.restarts == 1
+
+            async def hangs(*args, **kwargs):
+                await asyncio.sleep(3600)
+
+            reader._consumer.getmany = hangs  # stuck without an error: the wait ends, with a reason
+            await asyncio.sleep(1.5)  # the poll under way (500 ms at most) ends; the next one hangs
+            sent = await broker.publish(b"2", topic=topic, key=b"b")
+            with pytest.raises(FollowerBehind, match=r"was not read within 1 s \(the reader is at 1"):
+                await reader.wait_past(sent.partition, sent.offset, timeout_s=1)
+        finally:
+            await reader.stop()

@@ -13,6 +13,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
@@ -78,6 +79,7 @@ def forget_all_fingerprints(settings: Settings) -> None:
 def normalizer(settings: Settings, tmp_path, name: str = "normalizer"):
     env = {"AFINA_STATE_DIR": str(settings.state_dir), "AFINA_NORMALIZER_METRICS_PORT": str(free_port())}
     with afina_service(["normalizer"], env, tmp_path / f"{name}.log", '"msg": "normalizer ready"') as proc:
+        proc.metrics_url = f"http://127.0.0.1:{env['AFINA_NORMALIZER_METRICS_PORT']}/metrics"
         yield proc
 
 
@@ -217,6 +219,24 @@ async def test_a_batch_that_fails_is_read_again_not_skipped(local_stack, results
                          and any(getattr(e, "payload", None) == f"poison {prefix}" for e in results.events),
                          timeout_s=120, what="the document and the poison's dead letter")
         assert proc.poll() is None  # the service kept running
+
+
+async def test_an_unreadable_dedup_record_is_skipped_and_counted_not_a_stall(local_stack, results, tmp_path):
+    prefix = f"u{uuid.uuid4().hex[:10]}"
+    producer = KafkaProducer(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    producer.send(str(Topic.DEDUP_SIGNATURES), key=f"{prefix}:junk".encode(), value=b"{not a fingerprint")
+    producer.flush()
+    producer.close()
+    rng = random.Random(9)
+    doc = corpus.Doc("fine.txt", " ".join(f"vocablo{rng.randrange(10**6)}" for _ in range(200)).encode())
+    with normalizer(local_stack, tmp_path) as proc:
+        sent = await discover(local_stack, prefix, [doc])
+        results.wait_for(lambda: all(outcome(results, s) for s in sent), timeout_s=90)
+        metrics = httpx.get(proc.metrics_url).text
+    assert [type(e).__name__ for e in outcome(results, f"{prefix}:fine.txt")] == ["DocumentNormalized"]
+    skipped = next(line for line in metrics.splitlines() if line.startswith("afina_normalizer_dedup_records_skipped "))
+    assert float(skipped.split()[1]) >= 1
+    assert "afina_normalizer_dedup_reader_restarts 0.0" in metrics
 
 
 async def test_two_replicas_agree_on_which_duplicate_came_first(local_stack, results, tmp_path):
