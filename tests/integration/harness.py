@@ -57,6 +57,14 @@ class EventLog:
         self._consumer.close()
 
 
+def wait_for_log(log: Path, text: str, timeout_s: float = 60) -> None:
+    """Wait until a service's log file holds ``text``."""
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
 @contextmanager
 def afina_service(command: list[str], env: dict[str, str], log_file: Path, ready: str,
                   timeout_s: float = 60) -> Iterator[subprocess.Popen]:

@@ -24,7 +24,7 @@ from services.contracts import (
 )
 from services.settings import Settings
 from services.storage import minio_client, stat_object
-from tests.integration.harness import AFINA, afina_service, free_port
+from tests.integration.harness import AFINA, afina_service, free_port, wait_for_log
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +54,6 @@ class Inbox:
     def connector(self):
         with afina_service(["connector"], self.env, self.log, ready='"msg": "connector ready"') as proc:
             yield proc
-
-
-def wait_for_log(log: Path, text: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while text not in log.read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{log.read_text()[-3000:]}"
-        time.sleep(0.1)
 
 
 def kinds(events, source_id: str) -> list[str]:

@@ -249,15 +249,21 @@ async def test_batches_reach_the_handler_as_typed_events_and_are_committed(local
     assert [e.size for e in again] == [99]  # what was handled before had been committed
 
 
-async def test_a_compacted_topic_reads_as_a_table_and_bad_records_do_not_stop_it(local_stack):
+def new_compacted_topic(settings, partitions: int) -> str:
+    """A compacted topic of this test's own."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
     topic = f"test.table.{uuid.uuid4().hex}"
-    admin = KafkaAdminClient(bootstrap_servers=local_stack.kafka_bootstrap_servers)
-    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1,
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
                                   topic_configs={"cleanup.policy": "compact"})])
     admin.close()
+    return topic
+
+
+async def test_a_compacted_topic_reads_as_a_table_and_bad_records_do_not_stop_it(local_stack):
+    topic = new_compacted_topic(local_stack, partitions=2)
     table: dict[str, int] = {}
 
     def apply(key: str, value: bytes | None, offset: int) -> None:
@@ -289,16 +295,10 @@ async def test_a_compacted_topic_reads_as_a_table_and_bad_records_do_not_stop_it
 async def test_a_compacted_topic_reader_outlives_a_failing_consumer_and_its_waits_end(local_stack):
     """The dedup log's reader died silently on a consumer error, and every claim waited forever."""
     from aiokafka.errors import KafkaError
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
 
     from services.messaging import FollowerBehind
 
-    topic = f"test.table.{uuid.uuid4().hex}"
-    admin = KafkaAdminClient(bootstrap_servers=local_stack.kafka_bootstrap_servers)
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
-                                  topic_configs={"cleanup.policy": "compact"})])
-    admin.close()
+    topic = new_compacted_topic(local_stack, partitions=1)
     table: dict[str, bytes | None] = {}
     reader = CompactedTopic(local_stack, topic, lambda key, value, offset: table.__setitem__(key, value),
                             logging.getLogger("test"))

@@ -8,10 +8,8 @@ import os
 import random
 import signal
 import subprocess
-import time
 import uuid
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -39,6 +37,7 @@ from tests.integration.harness import (
     afina_service,
     ensure_champion_tokenizer,
     free_port,
+    wait_for_log,
 )
 
 pytestmark = pytest.mark.integration
@@ -107,13 +106,6 @@ async def delete(settings: Settings, source_id: str) -> None:
     async with broker:
         await broker.start()
         await publish_event(broker, DocumentDiscovered(source_id=source_id, kind=ChangeKind.DELETED), key=source_id)
-
-
-def wait_for_log(log: Path, text: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while text not in log.read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)
 
 
 def outcome(log: EventLog, source_id: str):
