@@ -248,9 +248,11 @@ def models_rollback() -> None:
 def _move_champion(moving) -> None:
     import asyncio
 
+    from services.registry import ChampionMoved
+
     try:
         event = asyncio.run(moving)
-    except LookupError as exc:
+    except (LookupError, ChampionMoved) as exc:
         _fail(str(exc))
     typer.echo(f"champion: v{event.version} (previous v{event.previous_version})")
 
@@ -292,7 +294,8 @@ def tune(
     from flows.tuning import tune as tuning_flow
 
     outcome = tuning_flow(steps=steps or None, force=force)
-    typer.echo(f"{outcome.status}: {outcome.reason} (snapshot {outcome.snapshot_id}, champion v{outcome.champion})")
+    snapshot = f"snapshot {outcome.snapshot_id}, " if outcome.snapshot_id else ""
+    typer.echo(f"{outcome.status}: {outcome.reason} ({snapshot}champion v{outcome.champion})")
     for reason in outcome.reasons:
         typer.echo(f"  {reason}")
 

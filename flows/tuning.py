@@ -40,6 +40,7 @@ from services.registry import TrainingSummary
 from services.settings import Settings
 from services.storage import minio_client
 from services.tuning import data, evaluate, gate, launch, lineage, promotion, report
+from services.tuning.lease import LeaseHeld, TuningLease, holder_name
 from services.tuning.train import TrainConfig
 
 FLOW_NAME = "afina-tuning"
@@ -49,7 +50,7 @@ DEPLOYMENT_NAME = "scheduled"
 class TuningOutcome(BaseModel):
     status: Literal["skipped", "promoted", "rejected"]
     reason: str
-    snapshot_id: str
+    snapshot_id: str | None  # None: skipped before a snapshot was frozen (another run held the lease)
     champion: int  # the champion after the run
     version: int | None = None  # the candidate registered by this run
     reasons: list[str] = []
@@ -112,8 +113,8 @@ def register(settings: Settings, card: registry.ModelCard, adapter: Path) -> Non
 
 
 @task(**retried)
-def promote(settings: Settings, version: int) -> None:
-    event = run_coro_as_sync(promotion.promote(settings, version))
+def promote(settings: Settings, version: int, champion: int) -> None:
+    event = run_coro_as_sync(promotion.promote(settings, version, expected=champion))
     get_run_logger().info(f"v{event.version} is the champion (previous v{event.previous_version}); ModelPromoted sent")
 
 
@@ -122,17 +123,34 @@ def tune(steps: int | None = None, learning_rate: float | None = None, force: bo
     """Fine-tune a candidate on the newest dataset snapshot and promote it if it beats the champion.
 
     steps, learning_rate: override the settings for this run. force: train even when nothing changed.
+    One run at a time: a run that finds another holding the tuning lease is skipped.
     """
     settings = Settings()
+    client = minio_client(settings)
+    champion_version = registry.alias_version(client)
+    if champion_version is None:
+        raise RuntimeError("the registry has no champion yet: run `afina base init` first")
+    try:
+        lease = TuningLease.take(client, holder_name(f"flow run {runtime.flow_run.name or '-'}"))
+    except LeaseHeld as exc:
+        get_run_logger().info(f"skipped: {exc}")
+        return TuningOutcome(status="skipped", reason=str(exc), snapshot_id=None, champion=champion_version)
+    with lease:
+        return _tune(settings, lease, registry.alias_version(client), steps, learning_rate, force)
+
+
+def _tune(settings: Settings, lease: TuningLease, champion_version: int, steps: int | None,
+          learning_rate: float | None, force: bool) -> TuningOutcome:
     client = minio_client(settings)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
     # 1. what to train on, and whether there is anything new in it
-    champion_version = registry.alias_version(client)
-    if champion_version is None:
-        raise RuntimeError("the registry has no champion yet: run `afina base init` first")
     frozen = freeze_snapshot(settings)
+    if (unfinished := lineage.unfinished_promotion(client, frozen.id, champion_version)) is not None:
+        promote(settings, unfinished, champion_version)
+        return TuningOutcome(status="promoted", snapshot_id=frozen.id, champion=unfinished, version=unfinished,
+                             reason=f"finished v{unfinished}'s promotion, which an earlier run left undone")
     skip = None if force else lineage.nothing_new(client, frozen.id, champion_version)
     if skip is not None:
         return _skip(skip, frozen, champion_version)
@@ -164,7 +182,10 @@ def tune(steps: int | None = None, learning_rate: float | None = None, force: bo
 
     # 4. gate, register (promoted or rejected: every candidate is kept), promote
     decision = gate.decide(candidate_scores.for_gate(), champion_scores.for_gate(), settings.gate)
-    version = registry.next_version(client)
+    if lease.lost:
+        raise RuntimeError("the tuning lease expired while this run stalled and another run took it: "
+                           "not registering, so the two cannot collide")
+    version = registry.reserve_version(client)
     create_markdown_artifact(report.gate_markdown(decision, version, champion_version), key="gate",
                              description="promote or not, and why")
     card = lineage.model_card(
@@ -175,7 +196,7 @@ def tune(steps: int | None = None, learning_rate: float | None = None, force: bo
     for reason in decision.reasons:
         get_run_logger().info(reason)
     if decision.promote:
-        promote(settings, version)
+        promote(settings, version, champion_version)
     return TuningOutcome(status="promoted" if decision.promote else "rejected", snapshot_id=frozen.id,
                          champion=version if decision.promote else champion_version, version=version,
                          reason="the gate passed" if decision.promote else "the gate failed",

@@ -1,7 +1,8 @@
 """The model registry in MinIO `models`: versions and the aliases that point at them.
 
-    models/aliases/champion.json         {"version": N, "previous": M}  (both move in one write)
-    models/versions/<N>/card.json        what the version is: base model, metrics, lineage
+    models/aliases/champion.json         `AliasRecord`: version N, previous M and every move, in one write
+    models/versions/<N>/reserved         the number N taken (created only if absent)
+    models/versions/<N>/card.json        what the version is: base model, metrics, lineage (written once)
     models/versions/<N>/tokenizer.json   the version's tokenizer (Hugging Face tokenizers format)
     models/versions/<N>/model/...        base weights and configs (safetensors), when stored here
     models/versions/<N>/adapter/...      a fine-tuned version's LoRA adapter (safetensors + config)
@@ -10,13 +11,18 @@ A base version (kind "base") is a full model: its own `model/` files, or a Huggi
 path in its card's `base_model`. A fine-tuned version (kind "adapter") names the base version
 it adapts in `base_version` and stores only its adapter. The card's format is `ModelCard`, the
 one type every reader gets.
+
+Writers race (a scheduled run beside `afina tune`, a promotion by hand), so every write that
+matters is conditional in MinIO itself: a version number is taken by creating its `reserved`
+object, a card is created only where none is, and an alias moves only from the version the
+writer read (compare-and-swap on the object's ETag). A loser gets `WriteConflict` or
+`ChampionMoved`, never a silent overwrite.
 """
 
 from __future__ import annotations
 
 import io
-import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
 from services.contracts import Bucket, TokenizerId
-from services.storage import read_object
+from services.storage import WriteConflict, put_if, read_object, read_object_etag
 
 CHAMPION = "champion"
 
@@ -88,6 +94,28 @@ class ModelCard(BaseModel):
     flow_run_id: str | None = None
 
 
+class AliasMove(BaseModel):
+    version: int
+    at: datetime
+
+
+class AliasRecord(BaseModel):
+    """models/aliases/<alias>.json: the version an alias points at, the one before, and its history."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: int
+    previous: int | None = None
+    history: list[AliasMove] = []  # every version it pointed at, oldest first
+
+    def ever(self, version: int) -> bool:
+        return version == self.version or any(move.version == version for move in self.history)
+
+
+class ChampionMoved(Exception):
+    """The alias is no longer where the writer read it: another run or a person moved it first."""
+
+
 def alias_key(alias: str) -> str:
     return f"aliases/{alias}.json"
 
@@ -96,9 +124,15 @@ def tokenizer_key(version: int) -> str:
     return f"versions/{version}/tokenizer.json"
 
 
+def read_alias(client: Minio, alias: str = CHAMPION) -> tuple[AliasRecord, str] | None:
+    """The alias and the ETag it was read at (for `move_alias`), or None when it points nowhere yet."""
+    found = read_object_etag(client, Bucket.MODELS, alias_key(alias))
+    return None if found is None else (AliasRecord.model_validate_json(found[0]), found[1])
+
+
 def alias_version(client: Minio, alias: str = CHAMPION) -> int | None:
-    data = read_object(client, Bucket.MODELS, alias_key(alias))
-    return None if data is None else int(json.loads(data)["version"])
+    found = read_alias(client, alias)
+    return None if found is None else found[0].version
 
 
 def tokenizer_json(client: Minio, version: int) -> bytes:
@@ -131,27 +165,65 @@ def read_card(client: Minio, version: int) -> ModelCard | None:
     return None if data is None else ModelCard.model_validate_json(data)
 
 
+def reserve_version(client: Minio) -> int:
+    """Take the next free version number: created only if absent, so two runs never share one."""
+    while True:
+        version = next_version(client)
+        try:
+            put_if(client, Bucket.MODELS, f"versions/{version}/reserved", b"", etag=None)
+            return version
+        except WriteConflict:
+            continue  # another run took it between the listing and the write
+
+
 def register_version(client: Minio, card: ModelCard, tokenizer: bytes,
                      model_folder: Path | None = None, adapter_folder: Path | None = None) -> None:
-    """Store a version's files (its tokenizer.json given as bytes); the card last, so a version with
-    a card is complete."""
+    """Store a version's files (its tokenizer.json given as bytes); the card last and only where
+    none is, so a version with a card is complete and never rewritten (WriteConflict)."""
     version = card.version
+    if read_card(client, version) is not None:
+        raise WriteConflict(f"model version {version} is already registered: versions are written once")
     for folder, prefix in ((model_folder, model_prefix(version)), (adapter_folder, adapter_prefix(version))):
         if folder is not None:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 client.fput_object(Bucket.MODELS, prefix + path.relative_to(folder).as_posix(), str(path))
     _put(client, tokenizer_key(version), tokenizer)
-    _put(client, card_key(version), card.model_dump_json(indent=2).encode())
+    put_if(client, Bucket.MODELS, card_key(version), card.model_dump_json(indent=2).encode(), etag=None)
 
 
-def set_alias(client: Minio, alias: str, version: int, previous: int | None = None) -> None:
-    """Point an alias at a version: one object written whole, so readers see the old or the new."""
-    _put(client, alias_key(alias), json.dumps({"version": version, "previous": previous}).encode())
+ANY = -1  # move_alias: from wherever the alias is now
+
+
+def move_alias(client: Minio, alias: str, version: int, *, expected: int | None = ANY,
+               previous: int | None = ANY) -> AliasRecord:
+    """Point an alias at a version if it still points at `expected` (None: nowhere yet; ANY: as read).
+
+    One object written whole, so readers see the old or the new, and only over the ETag read, so a
+    writer that raced another loses with ChampionMoved instead of undoing its move. `previous`
+    defaults to the version it pointed at.
+    """
+    found = read_alias(client, alias)
+    current, etag = (found[0], found[1]) if found else (None, None)
+    now = current.version if current else None
+    if expected != ANY and now != expected:
+        raise ChampionMoved(f"the {alias} is {_named(now)}, not {_named(expected)}: it was moved meanwhile")
+    history = current.history if current else []
+    record = AliasRecord(version=version, previous=now if previous == ANY else previous,
+                         history=[*history, AliasMove(version=version, at=datetime.now(UTC))])
+    try:
+        put_if(client, Bucket.MODELS, alias_key(alias), record.model_dump_json().encode(), etag=etag)
+    except WriteConflict as exc:
+        raise ChampionMoved(f"the {alias} was moved by another writer while this one moved it") from exc
+    return record
+
+
+def _named(version: int | None) -> str:
+    return "unset" if version is None else f"v{version}"
 
 
 def previous_version(client: Minio, alias: str = CHAMPION) -> int | None:
-    data = read_object(client, Bucket.MODELS, alias_key(alias))
-    return None if data is None else json.loads(data).get("previous")
+    found = read_alias(client, alias)
+    return None if found is None else found[0].previous
 
 
 def versions(client: Minio) -> list[int]:
@@ -167,11 +239,11 @@ def cards(client: Minio) -> list[ModelCard]:
     return [card for version in versions(client) if (card := read_card(client, version)) is not None]
 
 
-def trained_on(client: Minio, snapshot_id: str, parent_version: int) -> int | None:
+def trained_on(client: Minio, snapshot_id: str, parent_version: int) -> ModelCard | None:
     """The newest version already trained on this snapshot against this champion."""
     for card in reversed(cards(client)):
         if card.snapshot_id == snapshot_id and card.parent_version == parent_version:
-            return card.version
+            return card
     return None
 
 
@@ -213,14 +285,15 @@ def _download(client: Minio, prefix: str, folder: Path) -> Path | None:
     return folder
 
 
-def promote(client: Minio, version: int) -> tuple[int, int | None]:
-    """Make a registered version the champion; the old champion becomes the previous one."""
+def promote(client: Minio, version: int, expected: int | None = ANY) -> tuple[int, int | None]:
+    """Make a registered version the champion, if the champion is still `expected` (a candidate beat
+    that one, not whichever came after); the old champion becomes the previous one."""
     if read_card(client, version) is None:
         raise LookupError(f"there is no model version {version} in the registry")
     current = alias_version(client)
     if current == version:
         return version, previous_version(client)
-    set_alias(client, CHAMPION, version, previous=current)
+    move_alias(client, CHAMPION, version, expected=current if expected == ANY else expected)
     return version, current
 
 
@@ -229,7 +302,7 @@ def rollback(client: Minio) -> tuple[int, int | None]:
     previous, current = previous_version(client), alias_version(client)
     if previous is None:
         raise LookupError("there is no previous champion to roll back to")
-    set_alias(client, CHAMPION, previous, previous=current)
+    move_alias(client, CHAMPION, previous, expected=current, previous=current)
     return previous, current
 
 

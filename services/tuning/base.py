@@ -21,7 +21,9 @@ def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
         echo(f"the registry already has a champion: version {current}")
         return current
     name = settings.tuning.base_model
-    if name == tiny.NAME or name in packaged.PACKAGED:
+    if registry.read_card(client, 0) is not None:
+        echo("version 0 is registered already (an earlier init stopped before making it the champion)")
+    elif name == tiny.NAME or name in packaged.PACKAGED:
         folder, build = built(settings, name, echo)
         card = registry.ModelCard(version=0, kind="base", base_model=name, base_version=0, build=build)
         echo(f"registering {name} as version 0 ...")
@@ -37,7 +39,7 @@ def init_base(settings: Settings, echo: Callable[[str], None] = print) -> int:
             tokenizer_json = (Path(folder) / "tokenizer.json").read_bytes()
         card = registry.ModelCard(version=0, kind="base", base_model=settings.tuning.base_model, base_version=0)
         registry.register_version(client, card, tokenizer_json)
-    registry.set_alias(client, registry.CHAMPION, 0)
+    registry.move_alias(client, registry.CHAMPION, 0, expected=None)  # only if no other init was first
     echo(f"registered {settings.tuning.base_model} as version 0, the champion")
     return 0
 

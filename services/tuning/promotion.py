@@ -22,8 +22,9 @@ async def announce(settings: Settings, version: int, previous: int | None) -> Mo
     return event
 
 
-async def promote(settings: Settings, version: int) -> ModelPromoted:
-    version, previous = registry.promote(minio_client(settings), version)
+async def promote(settings: Settings, version: int, expected: int | None = registry.ANY) -> ModelPromoted:
+    """Move the champion to `version` (only from `expected`, when given) and announce it."""
+    version, previous = registry.promote(minio_client(settings), version, expected)
     return await announce(settings, version, previous)
 
 

@@ -112,7 +112,7 @@ def register_adapter(settings: Settings, seed: int) -> int:
 
 def forget_versions(settings: Settings, versions: list[int], champion: int) -> None:
     s3 = minio_client(settings)
-    registry.set_alias(s3, registry.CHAMPION, champion)
+    registry.move_alias(s3, registry.CHAMPION, champion)
     for version in versions:
         for obj in list(s3.list_objects(Bucket.MODELS, prefix=f"versions/{version}/", recursive=True)):
             s3.remove_object(Bucket.MODELS, obj.object_name)

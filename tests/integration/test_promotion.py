@@ -37,7 +37,7 @@ def test_promote_and_rollback_move_the_alias_and_announce_it(local_stack):
         assert (registry.alias_version(s3), registry.previous_version(s3)) == (0, candidate)
         events.wait_for(lambda: len(events.events) >= 2)
     finally:
-        registry.set_alias(s3, registry.CHAMPION, 0)  # leave the base model as the champion for other tests
+        registry.move_alias(s3, registry.CHAMPION, 0)  # leave the base model as the champion for other tests
         for obj in list(s3.list_objects(Bucket.MODELS, prefix=f"versions/{candidate}/", recursive=True)):
             s3.remove_object(Bucket.MODELS, obj.object_name)
         events.close()

@@ -198,6 +198,25 @@ def test_a_training_process_killed_mid_run_resumes_from_its_checkpoint(tuning):
     assert "killed by signal 9" in output
 
 
+def test_two_tuning_runs_at_once_take_turns_through_the_lease(tuning):
+    """`afina tune` beside another run (the served deployment's, here a second CLI): one trains and
+    registers, the other is skipped and says who holds the lease; no version is written twice."""
+    tuning.add_documents(3)
+    champion, versions = registry.alias_version(tuning.s3), registry.versions(tuning.s3)
+    runs = [subprocess.Popen([AFINA, "tune"], env=tuning.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=900)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    skipped = [out for out in outputs if out.startswith("skipped")]
+    assert len(skipped) == 1 and "another tuning run holds the lease" in skipped[0], outputs
+    trained = next(out for out in outputs if out not in skipped)
+    assert trained.startswith(("promoted", "rejected")), trained
+    new = [v for v in registry.versions(tuning.s3) if v not in versions]
+    assert len(new) == 1 and registry.read_card(tuning.s3, new[0]).parent_version == champion
+    after = tuning.tune()  # the lease was given back: the next run is not refused
+    assert "holds the lease" not in after.stdout, after.stdout
+
+
 def test_rollback_gives_the_champion_back(tuning):
     champion = registry.alias_version(tuning.s3)
     events = EventLog(tuning.settings, [Topic.MODELS_PROMOTED])
