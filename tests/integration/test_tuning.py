@@ -203,9 +203,9 @@ def test_two_tuning_runs_at_once_take_turns_through_the_lease(tuning):
     registers, the other is skipped and says who holds the lease; no version is written twice."""
     tuning.add_documents(3)
     champion, versions = registry.alias_version(tuning.s3), registry.versions(tuning.s3)
-    runs = [subprocess.Popen([AFINA, "tune"], env=tuning.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    runs = [subprocess.Popen([AFINA, "tune"], env=tuning.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True) for _ in range(2)]
-    outputs = [run.communicate(timeout=900)[0] for run in runs]
+    outputs = [run.communicate(timeout=900)[0] for run in runs]  # the outcome is on stdout, the logs on stderr
     assert [run.returncode for run in runs] == [0, 0], outputs
     skipped = [out for out in outputs if out.startswith("skipped")]
     assert len(skipped) == 1 and "another tuning run holds the lease" in skipped[0], outputs
