@@ -8,11 +8,16 @@ are told apart by extension once the bytes are known to be text.
 from __future__ import annotations
 
 import json
+import struct
 import zipfile
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
 HEAD_BYTES = 8192  # how much of a file sniffing needs
+# zipfile reads a ZIP's whole central directory into memory: an Office file's has a few dozen
+# entries, so a larger one is not looked into (it stays application/zip)
+MAX_ZIP_ENTRIES = 10_000
+MAX_ZIP_DIRECTORY_BYTES = 4 << 20
 
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -71,6 +76,8 @@ def sniff(head: bytes, name: str, whole: BinaryIO | None = None) -> str:
 
 def _zip_type(whole: BinaryIO) -> str:
     try:
+        if not _directory_is_small(whole):
+            return ZIP
         whole.seek(0)
         with zipfile.ZipFile(whole) as archive:  # a ZipFile leaves a file it was given open
             names = set(archive.namelist())
@@ -80,6 +87,22 @@ def _zip_type(whole: BinaryIO) -> str:
         if part in names:
             return media_type
     return ZIP
+
+
+def _directory_is_small(whole: BinaryIO) -> bool:
+    """Whether the ZIP's end record announces a central directory within the bounds, read from the
+    last 64 KiB (the end record sits there, after a comment of at most 65,535 bytes)."""
+    size = whole.seek(0, 2)
+    tail_start = max(0, size - (1 << 16) - 22)
+    whole.seek(tail_start)
+    tail = whole.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return False
+    entries, directory_bytes = struct.unpack("<xxxxxxxxxxHI", tail[at : at + 16])
+    if entries == 0xFFFF or directory_bytes == 0xFFFFFFFF:  # ZIP64: sizes beyond any Office file
+        return False
+    return entries <= MAX_ZIP_ENTRIES and directory_bytes <= MAX_ZIP_DIRECTORY_BYTES
 
 
 def _looks_like_text(head: bytes) -> bool:

@@ -54,6 +54,7 @@ class NormalizerSettings(BaseSettings):
     timeout_s: float = Field(60, gt=0, description="Time limit to turn one document into its part.")
     memory_mb: int = Field(2048, ge=256, description="Address space a worker may add for one document (RLIMIT_AS).")
     batch: int = Field(128, ge=1, description="Kafka records consumed per batch.")
+    max_inflight_mb: int = Field(256, ge=1, description="Raw document bytes held at once (a larger document goes alone).")
     max_chunk_tokens: int = Field(1024, ge=16, description="Tokens per chunk at most.")
     redact: str = Field("email,iban,card,dni,nie,ip,phone", description="PII kinds to redact, comma separated ('' for none).")
     metrics_port: int = Field(9102, ge=0, description="Prometheus metrics port (0: off).")

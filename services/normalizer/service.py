@@ -31,6 +31,7 @@ from services.contracts import (
 from services.datasets import parts
 from services.lifecycle import retry_forever, run_until_stopped
 from services.messaging import kafka_broker, publish_event, subscribe_batches
+from services.normalizer.budget import ByteBudget
 from services.normalizer.dedup import DedupLog, Fingerprint
 from services.normalizer.extract import Rejection
 from services.normalizer.pipeline import Origin, Prepared, Tokenization
@@ -45,6 +46,8 @@ REJECTED = Counter("afina_normalizer_rejected_total", "Documents rejected", ["re
 TOKENS = Counter("afina_normalizer_tokens_total", "Tokens written to parts")
 SECONDS = Histogram("afina_normalizer_document_seconds", "Time to normalize one document")
 DEDUP_SKIPPED = Gauge("afina_normalizer_dedup_records_skipped", "Records of the dedup log that could not be read")
+IN_FLIGHT = Gauge("afina_normalizer_inflight_bytes", "Raw document bytes held now (AFINA_NORMALIZER_MAX_INFLIGHT_MB)")
+IN_FLIGHT_PEAK = Gauge("afina_normalizer_inflight_bytes_peak", "Raw document bytes held at once, at most so far")
 DEDUP_RESTARTS = Gauge("afina_normalizer_dedup_reader_restarts", "Times the dedup log's reader failed and restarted")
 
 GROUP = "afina-normalizer"
@@ -58,6 +61,9 @@ class Normalizer:
         self.broker = kafka_broker(settings, "afina-normalizer")
         self.dedup = DedupLog(settings, self.broker)
         DEDUP_SKIPPED.set_function(lambda: self.dedup.log.skipped)
+        self.budget = ByteBudget(settings.normalizer.max_inflight_mb << 20)
+        IN_FLIGHT.set_function(lambda: self.budget.held)
+        IN_FLIGHT_PEAK.set_function(lambda: self.budget.peak)
         DEDUP_RESTARTS.set_function(lambda: self.dedup.log.restarts)
         self.pool: WorkerPool | None = None  # started once the tokenizer is known
         self._unconfirmed: list[tuple[DocumentNormalized | DocumentRejected, asyncio.Future]] = []
@@ -110,7 +116,8 @@ class Normalizer:
             DOCUMENTS.labels("redelivered").inc()
             return
         try:
-            info = await self._normalize(event, key)
+            async with self.budget.hold(event.size if event.size is not None else self.budget.limit):
+                info = await self._normalize(event, key)
         except Rejection as rejection:
             await self._announce(DocumentRejected(
                 source_id=event.source_id, sha256=event.sha256, reason=rejection.reason,

@@ -75,8 +75,8 @@ def forget_all_fingerprints(settings: Settings) -> None:
 
 
 @contextmanager
-def normalizer(settings: Settings, tmp_path, name: str = "normalizer"):
-    env = {"AFINA_STATE_DIR": str(settings.state_dir), "AFINA_NORMALIZER_METRICS_PORT": str(free_port())}
+def normalizer(settings: Settings, tmp_path, name: str = "normalizer", **env_vars: str):
+    env = {"AFINA_STATE_DIR": str(settings.state_dir), "AFINA_NORMALIZER_METRICS_PORT": str(free_port()), **env_vars}
     with afina_service(["normalizer"], env, tmp_path / f"{name}.log", '"msg": "normalizer ready"') as proc:
         proc.metrics_url = f"http://127.0.0.1:{env['AFINA_NORMALIZER_METRICS_PORT']}/metrics"
         yield proc
@@ -229,6 +229,24 @@ async def test_an_unreadable_dedup_record_is_skipped_and_counted_not_a_stall(loc
     skipped = next(line for line in metrics.splitlines() if line.startswith("afina_normalizer_dedup_records_skipped "))
     assert float(skipped.split()[1]) >= 1
     assert "afina_normalizer_dedup_reader_restarts 0.0" in metrics
+
+
+async def test_large_documents_are_held_a_budget_at_a_time(local_stack, results, tmp_path):
+    """Six documents of 0.6 MB in one batch, with a budget of 1 MB: never more than the budget in
+    memory at once (one at a time, here), and every document still normalized."""
+    prefix = f"m{uuid.uuid4().hex[:10]}"
+    rng = random.Random(11)
+    word = lambda: "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(7))  # noqa: E731
+    docs = [corpus.Doc(f"big-{i}.txt", " ".join(word() for _ in range(80_000)).encode()) for i in range(6)]
+    assert all(600_000 < len(doc.data) < 1 << 20 for doc in docs)
+    with normalizer(local_stack, tmp_path, AFINA_NORMALIZER_MAX_INFLIGHT_MB="1") as proc:
+        sent = await discover(local_stack, prefix, docs)
+        results.wait_for(lambda: all(outcome(results, s) for s in sent), timeout_s=300, what="every big document")
+        metrics = httpx.get(proc.metrics_url).text
+    assert all(isinstance(outcome(results, s)[0], DocumentNormalized) for s in sent), [outcome(results, s) for s in sent]
+    peak = next(float(line.split()[1]) for line in metrics.splitlines()
+                if line.startswith("afina_normalizer_inflight_bytes_peak "))
+    assert max(len(doc.data) for doc in docs) <= peak <= 1 << 20
 
 
 async def test_two_replicas_agree_on_which_duplicate_came_first(local_stack, results, tmp_path):

@@ -56,3 +56,19 @@ def test_whole_file_is_left_open():
     docx = io.BytesIO(zipped("word/document.xml"))
     media.sniff(docx.getvalue()[:64], "x.docx", whole=docx)
     assert not docx.closed
+
+
+def test_a_zip_whose_directory_is_too_large_is_not_read_into_memory(monkeypatch):
+    """The end record announces the central directory's size; past the bounds zipfile is never
+    asked to load it (a ZIP bomb of entries would fill the connector's memory)."""
+    many = zipped("word/document.xml", *(f"part{i}.xml" for i in range(300)))
+    assert media.sniff(many[:64], "x.docx", whole=io.BytesIO(many)) == media.DOCX
+    monkeypatch.setattr(media, "MAX_ZIP_ENTRIES", 100)
+    opened = []
+    monkeypatch.setattr(media.zipfile, "ZipFile", lambda *a, **k: opened.append(a) or zipfile.ZipFile(*a, **k))
+    assert media.sniff(many[:64], "x.docx", whole=io.BytesIO(many)) == media.ZIP
+    assert opened == []
+    monkeypatch.setattr(media, "MAX_ZIP_ENTRIES", 10_000)
+    monkeypatch.setattr(media, "MAX_ZIP_DIRECTORY_BYTES", 1024)  # 301 entries take ~14 KB
+    assert media.sniff(many[:64], "x.docx", whole=io.BytesIO(many)) == media.ZIP
+    assert opened == []
