@@ -143,6 +143,7 @@ class InferenceSettings(BaseSettings):
     max_new_tokens: int = Field(256, ge=1, description="Largest max_new_tokens a request may ask for.")
     max_prompt_tokens: int = Field(1024, ge=1, description="Longest prompt, in tokens.")
     loaded_versions: int = Field(3, ge=1, description="Adapters kept in memory (champion and recent ones).")
+    serve_candidates: bool = Field(False, description="Serve a version that the gate rejected, to a call naming it.")
     alias_check_s: float = Field(30, gt=0, description="How often to re-read the champion alias.")
     metrics_port: int = Field(9103, ge=0, description="Prometheus metrics port (0: off).")
     torch_threads: int = Field(

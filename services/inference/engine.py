@@ -100,6 +100,7 @@ class Engine:
         self.queue: BatchQueue[Job] = BatchQueue(max_queue, max_batch, batch_wait_s, alive=lambda job: job.alive())
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"generation-base-v{base_version}")
         self._batcher: asyncio.Task | None = None
+        self._loads_waiting = 0  # a running batch admits no one while an adapter waits to load
         self.model = self.peft = self.encoder = None
         self.vocab: Vocabulary | None = None
 
@@ -115,7 +116,13 @@ class Engine:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def add_adapter(self, version: int, folder: Path) -> None:
-        await self._on_thread(self._add_adapter, version, folder)
+        # queued on the generation thread behind the running batch, which then stops admitting
+        # requests and ends: a load never starves behind a stream of calls
+        self._loads_waiting += 1
+        try:
+            await self._on_thread(self._add_adapter, version, folder)
+        finally:
+            self._loads_waiting -= 1
         self.versions.add(version)
 
     async def evict(self, keep: Iterable[int]) -> list[int]:
@@ -204,6 +211,8 @@ class Engine:
         everyone = list(jobs)
 
         def admit(running: int) -> list[Job]:
+            if self._loads_waiting:
+                return []
             joining = self.queue.take(version, self.queue.max_batch - running)
             self.queue.running = running + len(joining)
             if joining:

@@ -5,7 +5,10 @@ the base model already in memory) and then made the champion by one assignment, 
 uses either the old or the new one, whole. A call takes its version when it arrives and keeps it
 until it ends: an adapter that calls use is never dropped, so calls in flight during a swap finish
 on the version they started with. The most recently used adapters stay loaded (the champion
-always), so a call may name an older version; one that is not loaded is loaded for it.
+always), so a call may name an older version; one that is not loaded is loaded for it, if it was
+promoted (a candidate the gate rejected only with AFINA_INFERENCE_SERVE_CANDIDATES), and at most
+AFINA_INFERENCE_MAX_QUEUE calls wait for loads at once. A version whose adapter cannot be loaded
+is never switched to: the current champion keeps serving.
 
 All adapter versions adapt one base model. When a champion on another base is promoted, a second
 engine with that base is started, becomes the current one, and the old one is closed once the
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.inference import metrics
+from services.inference.batching import QueueFull
 from services.inference.engine import Engine
 from services.registry import LocalVersion, ModelCard
 from services.settings import Settings
@@ -37,6 +41,23 @@ class OtherBase(Exception):
 
 class UnknownVersion(Exception):
     """The registry has no such version."""
+
+
+class NotServable(Exception):
+    """The version exists but is not served to calls that name it (the gate rejected it)."""
+
+
+class LoadFailed(Exception):
+    """The version's files in the registry cannot be loaded."""
+
+
+def refusal(card: ModelCard, serve_candidates: bool) -> str | None:
+    """Why a call naming this version is not served, or None. Base versions and promoted ones are
+    served; a champion is always served, even one promoted by hand (it is not asked for by name)."""
+    if card.kind == "base" or card.status == "promoted" or serve_candidates:
+        return None
+    return (f"version {card.version} is a candidate the gate {card.status or 'never passed'}; it is not served "
+            "(set AFINA_INFERENCE_SERVE_CANDIDATES=true to serve candidates)")
 
 
 @dataclass(frozen=True)
@@ -64,6 +85,7 @@ class Models:
         self.engines: dict[int, Engine] = {}  # by base version
         self.serving: Lease | None = None  # the champion and its engine, switched as one
         self._loading: dict[int, asyncio.Task[Engine]] = {}
+        self._waiting = 0  # calls waiting for a version to load
         self._switching = asyncio.Lock()
 
     @property
@@ -99,9 +121,8 @@ class Models:
             lease = serving
         else:
             engine = self._holding(requested)
-            while engine is None:  # (loaded, then dropped again before this call could hold it: rare)
-                engine = await self._ensure(requested, new_base=False)
-                engine = engine if requested in engine.versions else None
+            if engine is None:
+                engine = await self._wait_for_load(requested)
             lease = Lease(engine, requested)
         lease.engine.versions.acquire(lease.version)  # no await since it was found: it is still there
         return lease
@@ -121,6 +142,19 @@ class Models:
         for engine in self.engines.values():
             await engine.close()
 
+    async def _wait_for_load(self, version: int) -> Engine:
+        if self._waiting >= self.settings.inference.max_queue:
+            raise QueueFull(f"{self._waiting} calls are already waiting for versions to load; try again later")
+        self._waiting += 1
+        try:
+            engine = None
+            while engine is None:  # (loaded, then dropped again before this call could hold it: rare)
+                engine = await self._ensure(version, new_base=False)
+                engine = engine if version in engine.versions else None
+            return engine
+        finally:
+            self._waiting -= 1
+
     # -- loading --------------------------------------------------------------------------------
     def _holding(self, version: int) -> Engine | None:
         return next((e for e in self.engines.values() if version in e.versions), None)
@@ -136,10 +170,18 @@ class Models:
         return await asyncio.shield(task)  # a caller that goes away does not cancel others' load
 
     async def _load(self, version: int, new_base: bool) -> Engine:
+        if not new_base:  # for a call that names it, not for the champion
+            card = await asyncio.to_thread(self.registry.card, version)
+            if card is None:
+                raise UnknownVersion(f"there is no model version {version} in the registry")
+            if (why := refusal(card, self.settings.inference.serve_candidates)) is not None:
+                raise NotServable(why)
         try:
             local = await asyncio.to_thread(self.registry.fetch, version)
         except LookupError as exc:
             raise UnknownVersion(str(exc)) from None
+        if local.card.kind == "adapter" and local.adapter is None:
+            raise LoadFailed(f"version {version} has no adapter files in the registry")
         engine = self.engines.get(local.base_version)
         if engine is None:
             if self.engines and not new_base:
@@ -147,7 +189,10 @@ class Models:
                                 f"server does not hold (it serves base version {self.serving.engine.base_version})")
             engine = await self._start_engine(local)
         if local.adapter is not None and version not in engine.versions:
-            await engine.add_adapter(version, local.adapter)
+            try:
+                await engine.add_adapter(version, local.adapter)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:  # incomplete or damaged adapter files
+                raise LoadFailed(f"version {version}'s adapter cannot be loaded: {exc}") from exc
             log.info("adapter loaded", extra={"version": version})
         return engine
 

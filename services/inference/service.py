@@ -33,7 +33,9 @@ from services.inference.batching import QueueFull
 from services.inference.generation import Finish, Job, Result
 from services.inference.models import (
     Lease,
+    LoadFailed,
     Models,
+    NotServable,
     OtherBase,
     Registry,
     Unavailable,
@@ -70,6 +72,8 @@ STATUS: dict[type[BaseException], grpc.StatusCode] = {
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     OtherBase: grpc.StatusCode.FAILED_PRECONDITION,
+    NotServable: grpc.StatusCode.FAILED_PRECONDITION,
+    LoadFailed: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 

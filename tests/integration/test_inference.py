@@ -39,6 +39,7 @@ from tests.integration.harness import (
     afina_service,
     ensure_champion_tokenizer,
     free_port,
+    wait_for_log,
 )
 
 pytestmark = pytest.mark.integration
@@ -90,8 +91,9 @@ def error_of(call) -> grpc.RpcError:
 
 
 # -- the registry: adapter versions made here, on the tiny base ---------------------------------------
-def register_adapter(settings: Settings, seed: int) -> int:
-    """A LoRA adapter on version 0 with random (nonzero) weights, registered as the next version."""
+def register_adapter(settings: Settings, seed: int, status: str = "promoted", files: bool = True) -> int:
+    """A LoRA adapter on version 0 with random (nonzero) weights, registered as the next version
+    (files=False: its card only, as if its adapter files were lost)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -101,12 +103,13 @@ def register_adapter(settings: Settings, seed: int) -> int:
     torch.manual_seed(seed)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base.base),
                            LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    version = registry.next_version(s3)
+    version = registry.reserve_version(s3)
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, safe_serialization=True)
         card = registry.ModelCard(version=version, kind="adapter", base_version=0, base_model="afina-tiny",
-                                  snapshot_id="snap-inference-test", metrics={"eval_perplexity": 9.0})
-        registry.register_version(s3, card, registry.tokenizer_json(s3, 0), adapter_folder=Path(folder))
+                                  snapshot_id="snap-inference-test", metrics={"eval_perplexity": 9.0}, status=status)
+        registry.register_version(s3, card, registry.tokenizer_json(s3, 0),
+                                  adapter_folder=Path(folder) if files else None)
     return version
 
 
@@ -115,7 +118,8 @@ def forget_versions(settings: Settings, versions: list[int], champion: int) -> N
     registry.move_alias(s3, registry.CHAMPION, champion)
     for version in versions:
         for obj in list(s3.list_objects(Bucket.MODELS, prefix=f"versions/{version}/", recursive=True)):
-            s3.remove_object(Bucket.MODELS, obj.object_name)
+            if not obj.object_name.endswith("/reserved"):  # its number stays taken: a server may hold it
+                s3.remove_object(Bucket.MODELS, obj.object_name)
         shutil.rmtree(settings.state_dir / "cache" / "models" / str(version), ignore_errors=True)
 
 
@@ -311,6 +315,65 @@ def test_a_promoted_version_is_swapped_in_during_concurrent_calls_without_a_fail
         forget_versions(local_stack, [older, newer], champion)
 
 
+def test_a_rejected_candidate_is_not_served_to_a_call_that_names_it(serving, local_stack):
+    rejected = register_adapter(local_stack, seed=3, status="rejected")
+    try:
+        refused = error_of(lambda: generate(serving.stub(), model_version=rejected, max_new_tokens=2))
+        assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "the gate rejected" in refused.details() and "AFINA_INFERENCE_SERVE_CANDIDATES" in refused.details()
+        listed = {m.version: m for m in serving.stub().ListModels(pb.ListModelsRequest(), timeout=10).models}
+        assert not listed[rejected].loaded
+    finally:
+        forget_versions(local_stack, [rejected], registry.alias_version(minio_client(local_stack)))
+
+
+def test_a_champion_whose_adapter_files_are_gone_is_not_switched_to(serving, local_stack, champion):
+    """Its card says promoted but its adapter is missing: the server keeps serving the champion it
+    has (before, it switched to a version it had not loaded and every call failed)."""
+    broken = register_adapter(local_stack, seed=4, files=False)
+    served = generate(serving.stub(), max_new_tokens=2).model_version  # (an earlier test's champion, maybe)
+    try:
+        asyncio.run(promotion.promote(local_stack, broken))
+        wait_for_log(serving.log, f"version {broken} has no adapter files", timeout_s=60)
+        answer = generate(serving.stub(), max_new_tokens=2)
+        assert answer.model_version == served and answer.usage.completion_tokens >= 1
+        assert health_of(serving.address) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        forget_versions(local_stack, [broken], champion)
+
+
+def test_a_version_loads_while_a_stream_of_calls_keeps_the_batch_busy(serving, local_stack):
+    """Six callers keep the running batch fed; a call naming a version that is not loaded gets it
+    loaded at once (before, the load waited behind a batch that never ended)."""
+    other = register_adapter(local_stack, seed=5)
+    stop = threading.Event()
+    answered: list[int] = []
+
+    def caller(seed: int) -> None:
+        stub = serving.stub()
+        while not stop.is_set():
+            answered.append(generate(stub, max_new_tokens=16 + 24 * seed, ignore_eos=True, seed=seed,
+                                     timeout=60).model_version)
+
+    # calls of different lengths, one after the other: the batch they share is never empty
+    callers = [threading.Thread(target=caller, args=(seed,)) for seed in range(6)]
+    try:
+        for thread in callers:
+            thread.start()
+        time.sleep(1.0)
+        assert answered, "the callers are not being answered"
+        started = time.monotonic()
+        assert generate(serving.stub(), model_version=other, max_new_tokens=2, timeout=20).model_version == other
+        waited = time.monotonic() - started
+        calls_during = len(answered)
+    finally:
+        stop.set()
+        for thread in callers:
+            thread.join(60)
+        forget_versions(local_stack, [other], registry.alias_version(minio_client(local_stack)))
+    assert waited < 20 and calls_during > 0
+
+
 # -- starting: health, no model yet, a full queue, cancelled calls, metrics, drain on SIGTERM ----------
 class Forwarder:
     """A TCP forwarder to MinIO that starts when told: the registry is unreachable until then."""
@@ -408,6 +471,32 @@ def test_a_full_queue_refuses_with_resource_exhausted(starting):
         thread.join(120)
     assert outcomes.count("OK") >= 2 and outcomes.count("RESOURCE_EXHAUSTED") >= 1
     assert set(outcomes) <= {"OK", "RESOURCE_EXHAUSTED"}
+
+
+def test_calls_waiting_for_a_load_are_bounded_by_the_queue_limit(starting, local_stack):
+    server, forwarder = starting
+    wait_serving(server, forwarder)
+    version = register_adapter(local_stack, seed=6)
+    outcomes: list[str] = []
+
+    def call() -> None:
+        try:
+            generate(server.stub(), model_version=version, max_new_tokens=2)
+            outcomes.append("OK")
+        except grpc.RpcError as exc:
+            outcomes.append(f"{exc.code().name}: {exc.details()}")
+
+    threads = [threading.Thread(target=call) for _ in range(6)]  # a queue of one: one waits for the load
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        forget_versions(local_stack, [version], registry.alias_version(minio_client(local_stack)))
+    refused = [o for o in outcomes if o != "OK"]
+    assert "OK" in outcomes and refused, outcomes
+    assert all(o.startswith("RESOURCE_EXHAUSTED") and "waiting for versions to load" in o for o in refused), outcomes
 
 
 def test_an_expired_deadline_or_a_cancelled_call_stops_its_generation(starting):

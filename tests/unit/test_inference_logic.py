@@ -379,3 +379,17 @@ def test_left_padding_masks_the_padding_and_counts_positions_from_each_prompts_s
     assert ids.tolist() == [[7, 8, 9], [0, 0, 5]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_only_base_and_promoted_versions_are_served_by_name_unless_candidates_are():
+    from services.inference.models import refusal
+    from services.registry import ModelCard
+
+    def card(**fields) -> ModelCard:
+        return ModelCard(version=5, base_model="afina-tiny", base_version=0, **{"kind": "adapter", **fields})
+
+    assert refusal(card(kind="base"), serve_candidates=False) is None
+    assert refusal(card(status="promoted"), serve_candidates=False) is None
+    assert "gate rejected" in refusal(card(status="rejected"), serve_candidates=False)
+    assert "gate never passed" in refusal(card(), serve_candidates=False)
+    assert refusal(card(status="rejected"), serve_candidates=True) is None
