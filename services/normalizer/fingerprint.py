@@ -58,6 +58,9 @@ class Fingerprint(BaseModel):
     sha256: str
     exact: str
     minhash: str  # base64 of NUM_PERM little-endian uint64
+    # what it takes to normalize this version again, should it be freed from being a duplicate
+    media_type: str | None = None
+    size: int | None = None
 
     @classmethod
     def of(cls, source_id: str, sha256: str, text: str) -> Fingerprint:
@@ -109,6 +112,25 @@ class FingerprintIndex:
         self._exact[entry.fingerprint.exact].discard(source_id)
         for band, h in enumerate(band_hashes(entry.sig)):
             self._bands[(band, h)].discard(source_id)
+
+    def get(self, source_id: str) -> tuple[int, Fingerprint] | None:
+        """The document's position in the order and its fingerprint, or None."""
+        entry = self._by_source.get(source_id)
+        return None if entry is None else (entry.position, entry.fingerprint)
+
+    def later_duplicates(self, fingerprint: Fingerprint, position: int) -> list[tuple[int, Fingerprint]]:
+        """The documents after ``position`` whose text is the same as or near this one's: those it
+        made duplicates (other than its own versions)."""
+        sig = fingerprint.sig()
+        candidates = {s for band, h in enumerate(band_hashes(sig)) for s in self._bands[(band, h)]}
+        found = []
+        for source_id in candidates | self._exact[fingerprint.exact]:
+            entry = self._by_source.get(source_id)
+            if entry is None or entry.position <= position or source_id == fingerprint.source_id:
+                continue
+            if entry.fingerprint.exact == fingerprint.exact or similarity(sig, entry.sig) >= NEAR_THRESHOLD:
+                found.append((entry.position, entry.fingerprint))
+        return sorted(found, key=lambda pair: pair[0])
 
     def holds(self, source_id: str, sha256: str) -> bool:
         """Whether this version of the document is the one whose fingerprint the index holds."""

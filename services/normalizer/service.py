@@ -46,6 +46,8 @@ REJECTED = Counter("afina_normalizer_rejected_total", "Documents rejected", ["re
 TOKENS = Counter("afina_normalizer_tokens_total", "Tokens written to parts")
 SECONDS = Histogram("afina_normalizer_document_seconds", "Time to normalize one document")
 DEDUP_SKIPPED = Gauge("afina_normalizer_dedup_records_skipped", "Records of the dedup log that could not be read")
+RECONSIDERED = Counter("afina_normalizer_duplicates_reconsidered_total",
+                       "Duplicates normalized again because their original changed or went away")
 IN_FLIGHT = Gauge("afina_normalizer_inflight_bytes", "Raw document bytes held now (AFINA_NORMALIZER_MAX_INFLIGHT_MB)")
 IN_FLIGHT_PEAK = Gauge("afina_normalizer_inflight_bytes_peak", "Raw document bytes held at once, at most so far")
 DEDUP_RESTARTS = Gauge("afina_normalizer_dedup_reader_restarts", "Times the dedup log's reader failed and restarted")
@@ -96,7 +98,8 @@ class Normalizer:
             key = parts.tombstone_key(event.source_id, event.occurred_at)
             await self._durably(lambda: asyncio.to_thread(
                 parts.store, self.s3, key, parts.tombstone(event.source_id, event.occurred_at)))
-            await self._durably(lambda: self.dedup.forget(event.source_id))
+            freed = await self._durably(lambda: self.dedup.forget(event.source_id))
+            await self._normalize_again(freed, event.source_id)
             await self._announce(DocumentNormalized(source_id=event.source_id, sha256=None, part_key=key, deleted=True))
             DOCUMENTS.labels("deleted").inc()
             return
@@ -141,14 +144,26 @@ class Normalizer:
         # duplicate's is dropped), so this process only moves bytes and the workers use both cores
         prepared: Prepared = await self.pool.run(data, origin, self.settings.normalizer.pii_kinds)
         fingerprint = Fingerprint(source_id=event.source_id, sha256=event.sha256, exact=prepared.exact_hash,
-                                  minhash=prepared.minhash)
-        duplicate = await self._durably(lambda: self.dedup.claim(fingerprint))
-        if duplicate is not None:
+                                  minhash=prepared.minhash, media_type=event.media_type, size=event.size)
+        claim = await self._durably(lambda: self.dedup.claim(fingerprint))
+        await self._normalize_again(claim.freed, event.source_id)
+        if (duplicate := claim.duplicate) is not None:
             how = "the same text as" if duplicate.similarity == 1.0 else f"{duplicate.similarity:.0%} similar to"
             raise Rejection(RejectReason.DUPLICATE, f"{how} {duplicate.of}")
         await self._durably(lambda: asyncio.to_thread(parts.store, self.s3, key, prepared.part, prepared.info))
         TOKENS.inc(prepared.info.tokens)
         return prepared.info
+
+    async def _normalize_again(self, freed: list[Fingerprint], original: str) -> None:
+        """Documents rejected as duplicates of a version that is gone: discovered again, so that a
+        replica normalizes them (their text would otherwise be in no live part)."""
+        for again in freed:
+            log.info("a duplicate's original changed or went away; normalizing it again",
+                     extra={"source_id": again.source_id, "original": original})
+            await self._durably(lambda f=again: publish_event(self.broker, DocumentDiscovered(
+                source_id=f.source_id, kind=ChangeKind.UPDATED, sha256=f.sha256, size=f.size,
+                media_type=f.media_type), key=f.source_id))
+            RECONSIDERED.inc()
 
     def _normalized(self, event: DocumentDiscovered, key: str, info: parts.PartInfo) -> DocumentNormalized:
         return DocumentNormalized(

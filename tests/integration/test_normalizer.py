@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import subprocess
+import time
 import uuid
 from contextlib import contextmanager
 
@@ -229,6 +230,43 @@ async def test_an_unreadable_dedup_record_is_skipped_and_counted_not_a_stall(loc
     skipped = next(line for line in metrics.splitlines() if line.startswith("afina_normalizer_dedup_records_skipped "))
     assert float(skipped.split()[1]) >= 1
     assert "afina_normalizer_dedup_reader_restarts 0.0" in metrics
+
+
+async def test_duplicates_are_normalized_again_when_their_original_goes_or_changes(local_stack, results, tmp_path):
+    """a.txt, then its copies b.txt and c.txt (rejected as duplicates of a). Delete a: b is
+    normalized (its text was in no live part), c stays a duplicate, of b now, and nothing goes
+    back and forth. Then d.txt and its copy e.txt; d changes to other text: e is normalized."""
+    prefix = f"x{uuid.uuid4().hex[:10]}"
+    rng = random.Random(13)
+    word = lambda: "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(6))  # noqa: E731
+    text = lambda: " ".join(word() for _ in range(200)).encode()  # noqa: E731
+    same, other = text(), text()
+    a, b, c, d, e = (f"{prefix}:{name}.txt" for name in "abcde")
+    kinds = lambda sid: [type(x).__name__ for x in outcome(results, sid)]  # noqa: E731
+    with normalizer(local_stack, tmp_path) as proc:
+        await discover(local_stack, prefix, [corpus.Doc("a.txt", same)])
+        results.wait_for(lambda: kinds(a) == ["DocumentNormalized"], what="a normalized")
+        await discover(local_stack, prefix, [corpus.Doc("b.txt", same), corpus.Doc("c.txt", same)])
+        results.wait_for(lambda: kinds(b) == kinds(c) == ["DocumentRejected"], what="b and c rejected")
+        await delete(local_stack, a)
+        results.wait_for(lambda: kinds(b) == ["DocumentRejected", "DocumentNormalized"], timeout_s=90,
+                         what="b normalized again")
+
+        await discover(local_stack, prefix, [corpus.Doc("d.txt", other)])
+        results.wait_for(lambda: kinds(d) == ["DocumentNormalized"], what="d normalized")
+        await discover(local_stack, prefix, [corpus.Doc("e.txt", other)])
+        results.wait_for(lambda: kinds(e) == ["DocumentRejected"], what="e rejected")
+        await discover(local_stack, prefix, [corpus.Doc("d.txt", text())])  # d's new version: other text
+        results.wait_for(lambda: kinds(e) == ["DocumentRejected", "DocumentNormalized"], timeout_s=90,
+                         what="e normalized again")
+        time.sleep(3)  # anything that would go back and forth has had its time
+        metrics = httpx.get(proc.metrics_url).text
+    assert kinds(c) == ["DocumentRejected"] and kinds(b) == ["DocumentRejected", "DocumentNormalized"]
+    assert outcome(results, c)[0].message == f"the same text as {a}"
+    assert kinds(d) == ["DocumentNormalized", "DocumentNormalized"]
+    assert "afina_normalizer_duplicates_reconsidered_total 2.0" in metrics
+    texts = {sid: part_text(local_stack, outcome(results, sid)[-1].part_key)[0] for sid in (b, e)}
+    assert texts[b] == part_text(local_stack, outcome(results, a)[0].part_key)[0]
 
 
 async def test_large_documents_are_held_a_budget_at_a_time(local_stack, results, tmp_path):
