@@ -197,6 +197,26 @@ def datasets_show(snapshot_id: str) -> None:
         typer.echo(f"{part.split:<5} {part.tokens:>7} tokens  {part.language:<4} {part.key}")
 
 
+@app.command("forget")
+def forget(source_id: str = typer.Argument(..., help="The document's source id, as `afina datasets parts` shows it.")) -> None:
+    """Take a document out of everything afina keeps: its parts, raw bytes, dedup fingerprint and
+    index row, and the regression set; mark the model versions that were trained on it."""
+    import asyncio
+
+    from services.datasets import forget as forgetting
+
+    try:
+        done = asyncio.run(forgetting.forget(Settings(), source_id, echo=typer.echo))
+    except (forgetting.StillInInbox, LookupError, TimeoutError) as exc:
+        _fail(str(exc))
+    typer.echo(f"forgot {source_id}: {done.parts_removed} parts and tombstones, {len(done.raw_removed)} raw "
+               f"objects removed ({len(done.raw_kept)} kept: another document has the same bytes)"
+               + (", taken out of the regression set" if done.left_regression_set else ""))
+    if done.versions_marked:
+        typer.echo("trained on it (marked; only training again without it takes it out of their weights): "
+                   + ", ".join(f"v{v}" for v in done.versions_marked))
+
+
 models_app = typer.Typer(help="The model registry: versions, the champion, rollback.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -214,7 +234,9 @@ def models_list() -> None:
         if card is None:
             continue  # a version still being registered: its card is written last
         mark = "champion" if version == champion else "previous" if version == previous else card.status or ""
-        typer.echo(f"v{version:<4} {mark:<9} {card.kind:<10} {card.base_model}  snapshot {card.snapshot_id or '-'}")
+        forgotten = registry.forgotten(client, version)
+        typer.echo(f"v{version:<4} {mark:<9} {card.kind:<10} {card.base_model}  snapshot {card.snapshot_id or '-'}"
+                   + (f"  trained on {len(forgotten)} forgotten document(s)" if forgotten else ""))
 
 
 @models_app.command("show")

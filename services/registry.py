@@ -3,6 +3,7 @@
     models/aliases/champion.json         `AliasRecord`: version N, previous M and every move, in one write
     models/versions/<N>/reserved         the number N taken (created only if absent)
     models/versions/<N>/card.json        what the version is: base model, metrics, lineage (written once)
+    models/versions/<N>/forgotten.json   documents it was trained on that `afina forget` removed since
     models/versions/<N>/tokenizer.json   the version's tokenizer (Hugging Face tokenizers format)
     models/versions/<N>/model/...        base weights and configs (safetensors), when stored here
     models/versions/<N>/adapter/...      a fine-tuned version's LoRA adapter (safetensors + config)
@@ -114,6 +115,25 @@ class AliasRecord(BaseModel):
 
 class ChampionMoved(Exception):
     """The alias is no longer where the writer read it: another run or a person moved it first."""
+
+
+class ForgottenSources(BaseModel):
+    """models/versions/<N>/forgotten.json: what the version was trained on that was forgotten since."""
+
+    sources: list[str] = []
+
+
+def forgotten(client: Minio, version: int) -> list[str]:
+    data = read_object(client, Bucket.MODELS, f"versions/{version}/forgotten.json")
+    return [] if data is None else ForgottenSources.model_validate_json(data).sources
+
+
+def mark_forgotten(client: Minio, version: int, source_id: str) -> None:
+    """Record on a version (whose card is written once) that a document it learned from was forgotten."""
+    sources = forgotten(client, version)
+    if source_id not in sources:
+        _put(client, f"versions/{version}/forgotten.json",
+             ForgottenSources(sources=[*sources, source_id]).model_dump_json().encode())
 
 
 def alias_key(alias: str) -> str:

@@ -43,6 +43,7 @@ from services.connector.inbox import (
 from services.connector.scheduler import Scheduler
 from services.contracts import (
     Bucket,
+    ChangeKind,
     DocumentDiscovered,
     DocumentRejected,
     InboxClaim,
@@ -267,17 +268,19 @@ class Connector:
                         f"(setting AFINA_CONNECTOR_MAX_FILE_BYTES)",
             ), key=sid)
             EVENTS.labels("rejected").inc()
-            kind = None
+            # the newest version wins, even an unusable one: the text of the one before leaves the dataset
+            kind = index.decide(previous, None)
         else:
             entry = IndexEntry(sha256=observed.sha256, size=observed.size, version=observed.version)
             kind = index.decide(previous, observed.sha256)
         if kind is not None:
+            there = observed is not None and kind is not ChangeKind.DELETED
             await publish_event(self.broker, DocumentDiscovered(
                 source_id=sid, kind=kind,
-                sha256=None if observed is None else observed.sha256,
-                size=None if observed is None else observed.size,
-                media_type=None if observed is None else observed.media_type,
-                modified_at=None if observed is None else observed.modified_at,
+                sha256=observed.sha256 if there else None,
+                size=observed.size if there else None,
+                media_type=observed.media_type if there else None,
+                modified_at=observed.modified_at if there else None,
             ), key=sid)
             EVENTS.labels(kind).inc()
             log.info("published", extra={"source_id": sid, "kind": str(kind), "sha256": entry.sha256})

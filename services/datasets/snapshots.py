@@ -124,16 +124,24 @@ def freeze(client: Minio, eval_percent: int = 10) -> Snapshot:
     return snapshot
 
 
+REGRESSION_KEY = f"{PREFIX}/regression.json"
+
+
 def regression_set(client: Minio, snapshot: Snapshot) -> Snapshot:
     """The frozen regression set: the eval documents of the first snapshot tuned on, kept as they
     were then (parts are immutable), so every later candidate is checked for forgetting them."""
-    key = f"{PREFIX}/regression.json"
-    data = read_object(client, Bucket.DATASETS, key)
+    data = read_object(client, Bucket.DATASETS, REGRESSION_KEY)
     if data is not None:
         return Snapshot.model_validate_json(data)
     frozen = snapshot.model_copy(update={"parts": [p for p in snapshot.parts if p.split == "eval"], "train_tokens": 0})
-    _put_json(client, key, json.loads(frozen.model_dump_json()))
+    put_regression_set(client, frozen)
     return frozen
+
+
+def put_regression_set(client: Minio, frozen: Snapshot) -> None:
+    """Write the regression set (once by `regression_set`; again only when `afina forget` takes a
+    document out of it)."""
+    _put_json(client, REGRESSION_KEY, json.loads(frozen.model_dump_json()))
 
 
 def _put_json(client: Minio, key: str, value: dict) -> None:

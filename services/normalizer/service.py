@@ -28,7 +28,7 @@ from services.contracts import (
     RejectReason,
     Topic,
 )
-from services.datasets import parts
+from services.datasets import listing, parts
 from services.lifecycle import retry_forever, run_until_stopped
 from services.messaging import kafka_broker, publish_event, subscribe_batches
 from services.normalizer.budget import ByteBudget
@@ -122,6 +122,7 @@ class Normalizer:
             async with self.budget.hold(event.size if event.size is not None else self.budget.limit):
                 info = await self._normalize(event, key)
         except Rejection as rejection:
+            await self._supersede(event)
             await self._announce(DocumentRejected(
                 source_id=event.source_id, sha256=event.sha256, reason=rejection.reason,
                 message=rejection.message, stage="normalizer",
@@ -153,6 +154,21 @@ class Normalizer:
         await self._durably(lambda: asyncio.to_thread(parts.store, self.s3, key, prepared.part, prepared.info))
         TOKENS.inc(prepared.info.tokens)
         return prepared.info
+
+    async def _supersede(self, event: DocumentDiscovered) -> None:
+        """The newest version of a document wins, even an unusable one: the text of the version
+        before it leaves the dataset (a tombstone) and stops being anyone's original in dedup."""
+        stored = await self._durably(lambda: asyncio.to_thread(listing.list_parts, self.s3, event.source_id))
+        if stored and not max(stored, key=lambda p: p.key).tombstone:
+            key = parts.tombstone_key(event.source_id, event.occurred_at)
+            await self._durably(lambda: asyncio.to_thread(
+                parts.store, self.s3, key, parts.tombstone(event.source_id, event.occurred_at)))
+            log.info("the newest version was rejected; the one before it leaves the dataset",
+                     extra={"source_id": event.source_id, "tombstone": key})
+        held = self.dedup.index.get(event.source_id)
+        if held is not None and held[1].sha256 != event.sha256:  # (a duplicate replaced it already)
+            freed = await self._durably(lambda: self.dedup.forget(event.source_id))
+            await self._normalize_again(freed, event.source_id)
 
     async def _normalize_again(self, freed: list[Fingerprint], original: str) -> None:
         """Documents rejected as duplicates of a version that is gone: discovered again, so that a

@@ -264,6 +264,24 @@ def test_too_large_is_rejected_not_read(local_stack, event_log, tmp_path):
     assert kinds(event_log.events, inbox.sid("small.txt")) == ["created"]
 
 
+def test_a_file_grown_past_the_limit_takes_its_older_text_out_of_the_dataset(local_stack, event_log, tmp_path):
+    """The newest version wins, even an unusable one: a document that grows past the size limit is
+    rejected and published as deleted, so its earlier version's part is tombstoned (before, the
+    old text stayed trainable and its later deletion published nothing)."""
+    inbox = Inbox(local_stack, tmp_path, AFINA_CONNECTOR_MAX_FILE_BYTES="1000")
+    sid = inbox.sid("grows.txt")
+    with inbox.connector():
+        (inbox.dir / "grows.txt").write_text("a short first version")
+        event_log.wait_for(lambda: kinds(event_log.events, sid) == ["created"])
+        (inbox.dir / "grows.txt").write_text("much longer " * 200)
+        event_log.wait_for(lambda: len(event_log.about(sid)) == 3, what="the rejection and the deletion")
+        (inbox.dir / "grows.txt").unlink()
+        settle()
+    rejected = [e for e in event_log.about(sid) if isinstance(e, DocumentRejected)]
+    assert [e.reason for e in rejected] == [RejectReason.TOO_LARGE]
+    assert kinds(event_log.events, sid) == ["created", "deleted"]  # deleted once: when it grew past the limit
+
+
 def test_large_file_is_streamed_in_bounded_memory(local_stack, event_log, tmp_path):
     inbox = Inbox(local_stack, tmp_path)
     size = 200 * 1024 * 1024

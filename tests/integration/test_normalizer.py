@@ -18,20 +18,21 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from samples import corpus
-from services import media
+from services import media, registry
 from services.contracts import (
     Bucket,
     ChangeKind,
     DocumentDiscovered,
     DocumentNormalized,
     DocumentRejected,
+    RejectReason,
     Topic,
 )
-from services.datasets import parts
+from services.datasets import parts, snapshots
 from services.datasets.listing import list_parts
 from services.messaging import kafka_broker, publish_event
 from services.settings import Settings
-from services.storage import minio_client
+from services.storage import minio_client, stat_object
 from tests.integration.harness import (
     AFINA,
     EventLog,
@@ -203,7 +204,7 @@ async def test_a_batch_that_fails_is_read_again_not_skipped(local_stack, results
                 await broker.start()  # the same key: the same partition, read in one batch or the next
                 await broker.publish(f"poison {prefix}".encode(), topic=Topic.DOCUMENTS_DISCOVERED, key=source_id.encode())
             await discover(local_stack, prefix, [doc])
-            wait_for_log(tmp_path / "normalizer.log", "read again")
+            wait_for_log(tmp_path / "normalizer.log", "read again", timeout_s=180)  # after any backlog
         finally:
             admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, rejected,
                                                 configs={"max.message.bytes": "1048588"})])  # the broker's default
@@ -237,7 +238,7 @@ async def test_duplicates_are_normalized_again_when_their_original_goes_or_chang
     normalized (its text was in no live part), c stays a duplicate, of b now, and nothing goes
     back and forth. Then d.txt and its copy e.txt; d changes to other text: e is normalized."""
     prefix = f"x{uuid.uuid4().hex[:10]}"
-    rng = random.Random(13)
+    rng = random.Random(prefix)  # bytes of this run alone: the test stack keeps earlier runs' documents
     word = lambda: "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(6))  # noqa: E731
     text = lambda: " ".join(word() for _ in range(200)).encode()  # noqa: E731
     same, other = text(), text()
@@ -269,11 +270,80 @@ async def test_duplicates_are_normalized_again_when_their_original_goes_or_chang
     assert texts[b] == part_text(local_stack, outcome(results, a)[0].part_key)[0]
 
 
+async def test_a_rejected_new_version_takes_the_older_text_out_of_the_dataset(local_stack, results, tmp_path):
+    """The newest version wins, even an unusable one: a.txt's new version is mostly digits (rejected
+    as low quality), so its first version's part is tombstoned and a.txt stops being the original
+    of its copy b.txt, which is normalized again."""
+    prefix = f"v{uuid.uuid4().hex[:10]}"
+    rng = random.Random(prefix)  # bytes of this run alone: the test stack keeps earlier runs' documents
+    first = " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(6)) for _ in range(200))
+    a, b = f"{prefix}:a.txt", f"{prefix}:b.txt"
+    kinds = lambda sid: [type(x).__name__ for x in outcome(results, sid)]  # noqa: E731
+    with normalizer(local_stack, tmp_path):
+        await discover(local_stack, prefix, [corpus.Doc("a.txt", first.encode())])
+        results.wait_for(lambda: kinds(a) == ["DocumentNormalized"], what="a normalized")
+        await discover(local_stack, prefix, [corpus.Doc("b.txt", first.encode())])
+        results.wait_for(lambda: kinds(b) == ["DocumentRejected"], what="b rejected as a duplicate")
+        await discover(local_stack, prefix, [corpus.Doc("a.txt", " ".join(str(rng.randrange(10**9))
+                                                                          for _ in range(300)).encode())])
+        results.wait_for(lambda: kinds(a) == ["DocumentNormalized", "DocumentRejected"]
+                         and kinds(b) == ["DocumentRejected", "DocumentNormalized"], timeout_s=90,
+                         what="a's new version rejected, b normalized again")
+    stored = list_parts(minio_client(local_stack), a)
+    assert max(stored, key=lambda p: p.key).tombstone  # a's first text is in no snapshot any more
+    assert outcome(results, a)[1].reason is RejectReason.LOW_QUALITY
+    assert part_text(local_stack, outcome(results, b)[1].part_key)[0] == part_text(
+        local_stack, outcome(results, a)[0].part_key)[0]
+
+
+async def test_forget_takes_a_document_out_of_everything_and_marks_the_versions_trained_on_it(
+        local_stack, results, tmp_path):
+    """`afina forget a.txt`: its parts and raw bytes go (its copy b.txt, normalized again, keeps the
+    bytes they share), and a version trained on a snapshot that held it is marked."""
+    prefix = f"g{uuid.uuid4().hex[:10]}"
+    rng = random.Random(prefix)  # bytes of this run alone: the test stack keeps earlier runs' documents
+    words = lambda: " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(6))  # noqa: E731
+                             for _ in range(200)).encode()
+    shared, alone = words(), words()
+    a, b, c = (f"{prefix}:{name}.txt" for name in "abc")
+    s3 = minio_client(local_stack)
+    kinds = lambda sid: [type(x).__name__ for x in outcome(results, sid)]  # noqa: E731
+    env = {**os.environ, "AFINA_STATE_DIR": str(local_stack.state_dir)}
+    with normalizer(local_stack, tmp_path):
+        await discover(local_stack, prefix, [corpus.Doc("a.txt", shared), corpus.Doc("c.txt", alone)])
+        results.wait_for(lambda: kinds(a) == kinds(c) == ["DocumentNormalized"], what="a and c normalized")
+        await discover(local_stack, prefix, [corpus.Doc("b.txt", shared)])
+        results.wait_for(lambda: kinds(b) == ["DocumentRejected"], what="b rejected as a's copy")
+        frozen = snapshots.freeze(s3)
+        version = registry.reserve_version(s3)
+        registry.register_version(s3, registry.ModelCard(version=version, kind="adapter", base_model="afina-tiny",
+                                                         base_version=0, snapshot_id=frozen.id), b"{}")
+        try:
+            forgot = subprocess.run([AFINA, "forget", a], env=env, capture_output=True, text=True, timeout=300)
+            assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+            alone_too = subprocess.run([AFINA, "forget", c], env=env, capture_output=True, text=True, timeout=300)
+            assert alone_too.returncode == 0 and "0 kept" in alone_too.stdout, alone_too.stdout + alone_too.stderr
+            results.wait_for(lambda: kinds(b) == ["DocumentRejected", "DocumentNormalized"], timeout_s=90,
+                             what="b normalized again")
+            assert list_parts(s3, a) == [] and list_parts(s3, c) == []
+            assert stat_object(s3, Bucket.RAW, hashlib.sha256(alone).hexdigest()) is None  # c's bytes: gone
+            assert stat_object(s3, Bucket.RAW, hashlib.sha256(shared).hexdigest()) is not None  # b has them
+            assert "1 kept" in forgot.stdout and f"v{version}" in forgot.stdout
+            assert registry.forgotten(s3, version) == [a, c]
+            listed = subprocess.run([AFINA, "models", "list"], env=env, capture_output=True, text=True).stdout
+            assert "trained on 2 forgotten document(s)" in listed
+            again = subprocess.run([AFINA, "forget", a], env=env, capture_output=True, text=True, timeout=60)
+            assert again.returncode == 1 and "holds no part" in again.stderr
+        finally:
+            for obj in list(s3.list_objects(Bucket.MODELS, prefix=f"versions/{version}/", recursive=True)):
+                s3.remove_object(Bucket.MODELS, obj.object_name)
+
+
 async def test_large_documents_are_held_a_budget_at_a_time(local_stack, results, tmp_path):
     """Six documents of 0.6 MB in one batch, with a budget of 1 MB: never more than the budget in
     memory at once (one at a time, here), and every document still normalized."""
     prefix = f"m{uuid.uuid4().hex[:10]}"
-    rng = random.Random(11)
+    rng = random.Random(prefix)  # bytes of this run alone: the test stack keeps earlier runs' documents
     word = lambda: "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(7))  # noqa: E731
     docs = [corpus.Doc(f"big-{i}.txt", " ".join(word() for _ in range(80_000)).encode()) for i in range(6)]
     assert all(600_000 < len(doc.data) < 1 << 20 for doc in docs)
@@ -289,7 +359,7 @@ async def test_large_documents_are_held_a_budget_at_a_time(local_stack, results,
 
 async def test_two_replicas_agree_on_which_duplicate_came_first(local_stack, results, tmp_path):
     prefix = f"r{uuid.uuid4().hex[:10]}"
-    rng = random.Random(11)
+    rng = random.Random(prefix)  # bytes of this run alone: the test stack keeps earlier runs' documents
     words = "alfa beta gamma delta epsilon zeta eta theta iota kappa lambda sigma omega".split()
     originals = [" ".join(rng.choice(words) + rng.choice(words) for _ in range(150)) for _ in range(12)]
     docs = [corpus.Doc(f"{copy}-{i}.txt", text.encode()) for i, text in enumerate(originals) for copy in ("a", "b")]
