@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from services import registry
+from services.connector.service import BUCKET_PREFIX
 from services.contracts import Bucket, ChangeKind, DocumentDiscovered, IndexEntry, Topic
 from services.datasets import parts, snapshots
 from services.datasets.listing import list_parts
@@ -36,7 +37,6 @@ from services.settings import Settings
 from services.storage import minio_client, read_object, stat_object
 
 log = logging.getLogger("afina.forget")
-BUCKET_PREFIX = f"bucket:{Bucket.INBOX}/"
 WAIT_S = 120.0  # for the normalizer's tombstone
 
 

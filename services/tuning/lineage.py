@@ -36,7 +36,7 @@ def nothing_new(client: Minio, snapshot_id: str, champion: int) -> str | None:
     if card is not None and card.snapshot_id == snapshot_id:
         return f"nothing changed since the champion's snapshot {snapshot_id}"
     tried = registry.trained_on(client, snapshot_id, champion)
-    if tried is not None and unfinished_promotion(client, snapshot_id, champion) is None:
+    if tried is not None and _unfinished(client, tried) is None:
         return f"v{tried.version} was already trained on snapshot {snapshot_id} against v{champion}"
     return None
 
@@ -46,8 +46,12 @@ def unfinished_promotion(client: Minio, snapshot_id: str, champion: int) -> int 
     champion (the run stopped between writing its card and moving the alias): the next run
     finishes the promotion instead of calling the snapshot tried."""
     tried = registry.trained_on(client, snapshot_id, champion)
+    return None if tried is None else _unfinished(client, tried)
+
+
+def _unfinished(client: Minio, tried: ModelCard) -> int | None:
     found = registry.read_alias(client)
-    if tried is None or tried.status != "promoted" or found is None or found[0].ever(tried.version):
+    if tried.status != "promoted" or found is None or found[0].ever(tried.version):
         return None
     return tried.version
 
