@@ -35,6 +35,12 @@ def list_parts(client: Minio, source_id: str | None = None) -> list[StoredPart]:
             for obj in client.list_objects(Bucket.DATASETS, prefix=prefix, recursive=True, include_user_meta=True)]
 
 
+def newest(client: Minio, source_id: str) -> StoredPart | None:
+    """The document's current entry (its newest part or tombstone); None when it has none."""
+    stored = list_parts(client, source_id)
+    return max(stored, key=lambda p: p.key) if stored else None
+
+
 def has_version(client: Minio, source_id: str, sha256: str) -> bool:
     """Whether this version of the document has a part."""
     return any(stored.sha256 == sha256 for stored in list_parts(client, source_id))

@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 from minio import Minio
 
 from services.contracts import Bucket
-from services.storage import stat_object
 
 PREFIX = "parts"
 
@@ -108,12 +107,6 @@ def to_parquet(rows: list[dict]) -> bytes:
 
 def read_parquet(data: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(data))
-
-
-def stored_info(client: Minio, key: str) -> PartInfo | None:
-    """A stored part's PartInfo, from its metadata alone; None when the part is not there."""
-    stat = stat_object(client, Bucket.DATASETS, key)
-    return None if stat is None else PartInfo.from_metadata(stat.metadata)
 
 
 def store(client: Minio, key: str, data: bytes, info: PartInfo | None = None) -> None:

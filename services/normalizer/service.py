@@ -110,12 +110,13 @@ class Normalizer:
             return
         key = parts.part_key(event.source_id, event.occurred_at, event.sha256)
         # A version whose fingerprint is not in the dedup index was never claimed, so it has no part
-        # yet: only a redelivery (claimed before) asks storage whether the part was written.
-        stored = None
+        # yet: only a version claimed before (a redelivery, or the same version discovered again by
+        # another connector replica, a moment later) asks storage whether it is the current one.
+        current = None
         if self.dedup.claimed(event.source_id, event.sha256):
-            stored = await self._durably(lambda: asyncio.to_thread(parts.stored_info, self.s3, key))
-        if stored is not None:  # redelivered after the part was written: announce it again, write nothing
-            await self._announce(self._normalized(event, key, stored))
+            current = await self._durably(lambda: asyncio.to_thread(listing.newest, self.s3, event.source_id))
+        if current is not None and current.sha256 == event.sha256:  # written already: announce it, write nothing
+            await self._announce(self._normalized(event, current.key, current.info))
             DOCUMENTS.labels("redelivered").inc()
             return
         try:
@@ -158,8 +159,8 @@ class Normalizer:
     async def _supersede(self, event: DocumentDiscovered) -> None:
         """The newest version of a document wins, even an unusable one: the text of the version
         before it leaves the dataset (a tombstone) and stops being anyone's original in dedup."""
-        stored = await self._durably(lambda: asyncio.to_thread(listing.list_parts, self.s3, event.source_id))
-        if stored and not max(stored, key=lambda p: p.key).tombstone:
+        current = await self._durably(lambda: asyncio.to_thread(listing.newest, self.s3, event.source_id))
+        if current is not None and not current.tombstone:
             key = parts.tombstone_key(event.source_id, event.occurred_at)
             await self._durably(lambda: asyncio.to_thread(
                 parts.store, self.s3, key, parts.tombstone(event.source_id, event.occurred_at)))

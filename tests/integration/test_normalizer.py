@@ -10,11 +10,10 @@ import signal
 import subprocess
 import time
 import uuid
-from contextlib import contextmanager
 
 import httpx
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from samples import corpus
@@ -28,7 +27,7 @@ from services.contracts import (
     RejectReason,
     Topic,
 )
-from services.datasets import parts, snapshots
+from services.datasets import snapshots
 from services.datasets.listing import list_parts
 from services.messaging import kafka_broker, publish_event
 from services.settings import Settings
@@ -36,9 +35,10 @@ from services.storage import minio_client, stat_object
 from tests.integration.harness import (
     AFINA,
     EventLog,
-    afina_service,
     ensure_champion_tokenizer,
-    free_port,
+    forget_all_fingerprints,
+    normalizer,
+    part_text,
     wait_for_log,
 )
 
@@ -52,36 +52,6 @@ def results(local_stack):
     log = EventLog(local_stack, [Topic.DOCUMENTS_NORMALIZED, Topic.DOCUMENTS_REJECTED])
     yield log
     log.close()
-
-
-def forget_all_fingerprints(settings: Settings) -> None:
-    """Tombstone every fingerprint in the dedup log: each test starts from an empty index."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                             consumer_timeout_ms=2000)
-    partition = TopicPartition(str(Topic.DEDUP_SIGNATURES), 0)
-    consumer.assign([partition])
-    consumer.seek_to_beginning()
-    end = consumer.end_offsets([partition])[partition]
-    live: dict[bytes, bool] = {}
-    while consumer.position(partition) < end:
-        for records in consumer.poll(timeout_ms=1000).values():
-            for record in records:
-                live[record.key] = bool(record.value)
-    consumer.close()
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    for key, alive in live.items():
-        if alive:
-            producer.send(str(Topic.DEDUP_SIGNATURES), key=key, value=None)
-    producer.flush()
-    producer.close()
-
-
-@contextmanager
-def normalizer(settings: Settings, tmp_path, name: str = "normalizer", **env_vars: str):
-    env = {"AFINA_STATE_DIR": str(settings.state_dir), "AFINA_NORMALIZER_METRICS_PORT": str(free_port()), **env_vars}
-    with afina_service(["normalizer"], env, tmp_path / f"{name}.log", '"msg": "normalizer ready"') as proc:
-        proc.metrics_url = f"http://127.0.0.1:{env['AFINA_NORMALIZER_METRICS_PORT']}/metrics"
-        yield proc
 
 
 async def discover(settings: Settings, prefix: str, docs: list[corpus.Doc]) -> dict[str, corpus.Doc]:
@@ -112,12 +82,6 @@ async def delete(settings: Settings, source_id: str) -> None:
 
 def outcome(log: EventLog, source_id: str):
     return [e for e in list(log.events) if e.source_id == source_id]
-
-
-def part_text(settings: Settings, key: str) -> tuple[str, list[dict]]:
-    data = minio_client(settings).get_object(Bucket.DATASETS, key).read()
-    rows = parts.read_parquet(data).to_pylist()
-    return "\n".join(r["text"] for r in rows), rows
 
 
 async def test_corpus_good_duplicate_and_hostile(local_stack, results, tmp_path):
@@ -185,6 +149,31 @@ async def test_delete_writes_a_tombstone(local_stack, results, tmp_path):
         (again,) = await discover(local_stack, prefix, [corpus.Doc("faq-again.md", corpus.good()[3].data)])
         results.wait_for(lambda: outcome(results, again))
     assert isinstance(outcome(results, again)[0], DocumentNormalized)
+
+
+async def test_a_version_discovered_twice_is_written_once(local_stack, results, tmp_path):
+    """Two connector replicas reconciling the inbox bucket at once both published the same object
+    version (their events a moment apart): each event wrote a part, and the version was stored
+    twice (benchmarks/chaos.py: 30 of 30 bucket documents). A version is written again only when
+    another version came after it."""
+    prefix = f"v{uuid.uuid4().hex[:10]}"
+    rng = random.Random(prefix)
+    words = ["".join(rng.choice("abcdefghilmnoprstuv") for _ in range(rng.randint(3, 9))) for _ in range(400)]
+    first, second = (corpus.Doc("policy.txt", " ".join(rng.choice(words) for _ in range(150)).encode())
+                     for _ in range(2))
+    with normalizer(local_stack, tmp_path):
+        (source_id,) = await discover(local_stack, prefix, [first])
+        await discover(local_stack, prefix, [first])
+        results.wait_for(lambda: len(outcome(results, source_id)) == 2)
+        once = outcome(results, source_id)
+        assert [type(e).__name__ for e in once] == ["DocumentNormalized"] * 2, once
+        assert once[0].part_key == once[1].part_key  # the second event announced the first one's part
+        assert len(list_parts(minio_client(local_stack), source_id)) == 1
+        await discover(local_stack, prefix, [second])  # an edit, then the edit undone
+        await discover(local_stack, prefix, [first])
+        results.wait_for(lambda: len(outcome(results, source_id)) == 4)
+    stored = list_parts(minio_client(local_stack), source_id)
+    assert [p.sha256 for p in stored] == [hashlib.sha256(d.data).hexdigest() for d in (first, second, first)]
 
 
 async def test_a_batch_that_fails_is_read_again_not_skipped(local_stack, results, tmp_path):
