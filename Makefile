@@ -78,6 +78,7 @@ bench: setup
 	PYTHONPATH=. $(BIN)/python benchmarks/train.py
 	PYTHONPATH=. $(BIN)/python benchmarks/train.py --against trl --base smollm2-135m-instruct --docs 300 --steps 21 --rounds 2
 	$(BIN)/python benchmarks/serve.py --fresh
+	PYTHONPATH=. $(BIN)/python benchmarks/chaos.py
 
 stack-up: $(INSTALLED)
 	$(BIN)/afina stack up

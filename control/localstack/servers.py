@@ -61,9 +61,12 @@ def _parts(settings: Settings) -> dict[str, _Part]:
     }
 
 
-def up(settings: Settings, echo: Callable[[str], None] = print) -> list[PartStatus]:
+def up(settings: Settings, echo: Callable[[str], None] = print,
+       only: Collection[str] | None = None) -> list[PartStatus]:
+    """Start what is not running (or only the named parts: Kafka and MinIO are enough for the
+    connector and normalizer) and wait until each is healthy."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    parts = _parts(settings)
+    parts = {name: part for name, part in _parts(settings).items() if only is None or name in only}
     tools = settings.state_dir / "tools"
     kafka.install(tools)
     minio.install(tools)
@@ -84,13 +87,15 @@ def up(settings: Settings, echo: Callable[[str], None] = print) -> list[PartStat
     try:
         # Prefect takes longest to boot and needs no other part: start it first, wait for it last.
         # MinIO sends inbox notifications to Kafka, so it starts once Kafka answers.
-        ensure("prefect")
-        ensure("kafka")
-        parts["kafka"].process.wait_healthy(parts["kafka"].start_timeout_s)
-        ensure("minio")
-        parts["minio"].process.wait_healthy(parts["minio"].start_timeout_s)
-        init(settings)
-        parts["prefect"].process.wait_healthy(parts["prefect"].start_timeout_s)
+        for name in ("prefect", "kafka", "minio"):
+            if name in parts:
+                ensure(name)
+                if name != "prefect":
+                    parts[name].process.wait_healthy(parts[name].start_timeout_s)
+        if "kafka" in parts and "minio" in parts:
+            init(settings)
+        if "prefect" in parts:
+            parts["prefect"].process.wait_healthy(parts["prefect"].start_timeout_s)
     except BaseException:
         down(settings, only=started)  # leave nothing half-started behind
         raise

@@ -7,15 +7,22 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
+import grpc
+import httpx
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from control.localstack.process import free_port  # noqa: F401 - the tests' import of it
-from services.contracts import EVENT_TOPICS, Event, Topic
+from control.localstack.process import free_port
+from services.contracts import EVENT_TOPICS, Bucket, Event, Topic
+from services.datasets import parts
+from services.inference import client
 from services.settings import Settings
+from services.storage import minio_client
 
 AFINA = str(Path(sys.executable).with_name("afina"))
 
@@ -99,8 +106,6 @@ def put_text_part(client, source_id: str, when, texts: list[str], token_ids: lis
     """Store a dataset part as the normalizer would (Parquet + PartInfo metadata); returns its key."""
     import hashlib
 
-    from services.datasets import parts
-
     sha = sha or hashlib.sha256("\n".join(texts).encode()).hexdigest()
     rows = [{"source_id": source_id, "sha256": sha, "chunk_index": i, "kind": "text", "text": text, "messages": None,
              "token_ids": ids, "n_tokens": len(ids), "language": language, "media_type": "text/plain",
@@ -130,3 +135,99 @@ def afina_up(env: dict[str, str], timeout_s: float = 900) -> Iterator[Settings]:
     finally:
         down = subprocess.run([AFINA, "down"], env=env, capture_output=True, text=True, timeout=180)
         assert down.returncode == 0 and "services" in down.stdout, down.stdout + down.stderr
+
+
+class Inbox:
+    """One test's inbox folder and the connector watching it (its own source id prefix)."""
+
+    def __init__(self, settings: Settings, tmp_path: Path, **env: str) -> None:
+        self.name = f"t{uuid.uuid4().hex[:12]}"
+        self.dir = tmp_path / "inbox"
+        self.dir.mkdir(parents=True)
+        self.metrics_port = free_port()
+        self.log = tmp_path / "connector.log"
+        self.env = {
+            "AFINA_STATE_DIR": str(settings.state_dir),
+            "AFINA_INBOX_DIR": str(self.dir),
+            "AFINA_INBOX_NAME": self.name,
+            "AFINA_CONNECTOR_WATCH_BUCKET": "false",
+            "AFINA_CONNECTOR_METRICS_PORT": str(self.metrics_port),
+            **env,
+        }
+
+    def sid(self, rel: str) -> str:
+        return f"{self.name}:{rel}"
+
+    @contextmanager
+    def connector(self):
+        with afina_service(["connector"], self.env, self.log, ready='"msg": "connector ready"') as proc:
+            yield proc
+
+
+def forget_all_fingerprints(settings: Settings) -> None:
+    """Tombstone every fingerprint in the dedup log: each test starts from an empty index."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                             consumer_timeout_ms=2000)
+    partition = TopicPartition(str(Topic.DEDUP_SIGNATURES), 0)
+    consumer.assign([partition])
+    consumer.seek_to_beginning()
+    end = consumer.end_offsets([partition])[partition]
+    live: dict[bytes, bool] = {}
+    while consumer.position(partition) < end:
+        for records in consumer.poll(timeout_ms=1000).values():
+            for record in records:
+                live[record.key] = bool(record.value)
+    consumer.close()
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    for key, alive in live.items():
+        if alive:
+            producer.send(str(Topic.DEDUP_SIGNATURES), key=key, value=None)
+    producer.flush()
+    producer.close()
+
+
+@contextmanager
+def normalizer(settings: Settings, tmp_path, name: str = "normalizer", **env_vars: str):
+    env = {"AFINA_STATE_DIR": str(settings.state_dir), "AFINA_NORMALIZER_METRICS_PORT": str(free_port()), **env_vars}
+    with afina_service(["normalizer"], env, tmp_path / f"{name}.log", '"msg": "normalizer ready"') as proc:
+        proc.metrics_url = f"http://127.0.0.1:{env['AFINA_NORMALIZER_METRICS_PORT']}/metrics"
+        yield proc
+
+
+SERVING = '"msg": "inference serving"'
+
+
+@dataclass
+class Server:
+    address: str
+    metrics_port: int
+    proc: subprocess.Popen
+    log: Path
+
+    def stub(self, channel: grpc.Channel | None = None):
+        return client.pb_grpc.InferenceServiceStub(channel or grpc.insecure_channel(self.address))
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples (all labels)."""
+        return sum(float(line.rsplit(" ", 1)[1]) for line in self.metrics().splitlines()
+                   if line.startswith(name) and line[len(name)] in " {")
+
+
+@contextmanager
+def inference_server(settings: Settings, log: Path, ready: str = SERVING, **env: str) -> Iterator[Server]:
+    port, metrics_port = free_port(), free_port()
+    env = {"AFINA_STATE_DIR": str(settings.state_dir), "AFINA_INFERENCE_ADDRESS": f"127.0.0.1:{port}",
+           "AFINA_INFERENCE_METRICS_PORT": str(metrics_port), "AFINA_INFERENCE_MAX_PROMPT_TOKENS": "64",
+           "AFINA_INFERENCE_MAX_NEW_TOKENS": "500", **env}
+    with afina_service(["serve"], env, log, ready, timeout_s=120) as proc:
+        yield Server(f"127.0.0.1:{port}", metrics_port, proc, log)
+
+
+def part_text(settings: Settings, key: str) -> tuple[str, list[dict]]:
+    """A dataset part's text (its rows' texts, one per line) and its rows."""
+    data = minio_client(settings).get_object(Bucket.DATASETS, key).read()
+    rows = parts.read_parquet(data).to_pylist()
+    return "\n".join(r["text"] for r in rows), rows

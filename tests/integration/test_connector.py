@@ -8,7 +8,6 @@ import os
 import subprocess
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,38 +21,10 @@ from services.contracts import (
     DocumentRejected,
     RejectReason,
 )
-from services.settings import Settings
 from services.storage import minio_client, stat_object
-from tests.integration.harness import AFINA, afina_service, free_port, wait_for_log
+from tests.integration.harness import AFINA, Inbox, afina_service, wait_for_log
 
 pytestmark = pytest.mark.integration
-
-
-class Inbox:
-    """One test's inbox folder and the connector watching it (its own source id prefix)."""
-
-    def __init__(self, settings: Settings, tmp_path: Path, **env: str) -> None:
-        self.name = f"t{uuid.uuid4().hex[:12]}"
-        self.dir = tmp_path / "inbox"
-        self.dir.mkdir(parents=True)
-        self.metrics_port = free_port()
-        self.log = tmp_path / "connector.log"
-        self.env = {
-            "AFINA_STATE_DIR": str(settings.state_dir),
-            "AFINA_INBOX_DIR": str(self.dir),
-            "AFINA_INBOX_NAME": self.name,
-            "AFINA_CONNECTOR_WATCH_BUCKET": "false",
-            "AFINA_CONNECTOR_METRICS_PORT": str(self.metrics_port),
-            **env,
-        }
-
-    def sid(self, rel: str) -> str:
-        return f"{self.name}:{rel}"
-
-    @contextmanager
-    def connector(self):
-        with afina_service(["connector"], self.env, self.log, ready='"msg": "connector ready"') as proc:
-            yield proc
 
 
 def kinds(events, source_id: str) -> list[str]:

@@ -19,12 +19,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -36,9 +34,10 @@ from services.storage import minio_client
 from services.tuning import promotion
 from tests.integration.harness import (
     AFINA,
-    afina_service,
+    Server,
     ensure_champion_tokenizer,
     free_port,
+    inference_server,
     wait_for_log,
 )
 
@@ -46,38 +45,8 @@ pytestmark = pytest.mark.integration
 
 pb, pb_grpc = client.pb, client.pb_grpc
 ROOT = Path(__file__).resolve().parents[2]
-SERVING = '"msg": "inference serving"'
 LISTENING = '"msg": "inference listening"'
 EOS, STOP_SEQUENCE, LENGTH = 1, 2, 3
-
-
-@dataclass
-class Server:
-    address: str
-    metrics_port: int
-    proc: subprocess.Popen
-    log: Path
-
-    def stub(self, channel: grpc.Channel | None = None):
-        return pb_grpc.InferenceServiceStub(channel or grpc.insecure_channel(self.address))
-
-    def metrics(self) -> str:
-        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-
-    def metric(self, name: str) -> float:
-        """The sum of a metric's samples (all labels)."""
-        return sum(float(line.rsplit(" ", 1)[1]) for line in self.metrics().splitlines()
-                   if line.startswith(name) and line[len(name)] in " {")
-
-
-@contextmanager
-def inference_server(settings: Settings, log: Path, ready: str = SERVING, **env: str) -> Iterator[Server]:
-    port, metrics_port = free_port(), free_port()
-    env = {"AFINA_STATE_DIR": str(settings.state_dir), "AFINA_INFERENCE_ADDRESS": f"127.0.0.1:{port}",
-           "AFINA_INFERENCE_METRICS_PORT": str(metrics_port), "AFINA_INFERENCE_MAX_PROMPT_TOKENS": "64",
-           "AFINA_INFERENCE_MAX_NEW_TOKENS": "500", **env}
-    with afina_service(["serve"], env, log, ready, timeout_s=120) as proc:
-        yield Server(f"127.0.0.1:{port}", metrics_port, proc, log)
 
 
 def generate(stub, prompt: str = "La empresa", metadata=(), timeout: float = 60, **fields):
