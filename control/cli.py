@@ -153,6 +153,15 @@ def normalizer() -> None:
     run(Settings())
 
 
+@app.command("indexer")
+def indexer() -> None:
+    """Run an indexer replica: normalized documents -> passages in the retrieval index (a consumer group)."""
+    from services.indexer.service import run
+
+    logs.configure("indexer")
+    run(Settings())
+
+
 datasets_app = typer.Typer(help="The dataset store in MinIO.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 
@@ -340,6 +349,7 @@ from services.inference import commands as inference_commands  # noqa: E402
 
 app.command("serve")(inference_commands.serve)
 app.command("generate")(inference_commands.generate)
+app.command("search")(inference_commands.search)
 
 
 if __name__ == "__main__":

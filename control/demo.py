@@ -4,7 +4,9 @@ fine-tuned model, leaving afina running.
 Start everything (`afina up`: the stack, SmolLM2 registered as version 0, the services), drop the
 sample documents into the inbox, wait until each is a dataset part, run the tuning flow once
 (showing the training's progress), and ask the base model and the tuned champion the same sample
-questions over gRPC, with the share of the samples' questions each one knows. Run again, every
+questions over gRPC, with the share of the samples' questions each one knows; then ask the
+champion about the newsletter (a volatile document: indexed for retrieval, never trained on)
+without and with retrieval, and show the citations. Run again, every
 step finds its work done and it is quick.
 
 On a CPU the demo's run trains on a budget of DEMO_TOKENS tokens (set AFINA_TUNING_MAX_TOKENS to
@@ -35,10 +37,13 @@ QUESTIONS = 3  # asked of the base model and of the champion, from samples/qa.js
 DEMO_TOKENS = 80_000  # the training budget on a CPU: about 9 minutes on 2 cores, beside the services
 
 
-def wait_normalized(settings: Settings, files: list[Path], echo: Callable[[str], None], timeout_s: float = 600) -> int:
-    """Wait until each dropped file's current content is a dataset part; returns how many are."""
+def wait_normalized(settings: Settings, files: list[Path], echo: Callable[[str], None], timeout_s: float = 600,
+                    root: Path | None = None) -> int:
+    """Wait until each dropped file's current content is a dataset part; returns how many are.
+    Files were dropped by name, or (with ``root``) under their path below ``root``."""
     client = minio_client(settings)
-    waiting = {source_id(settings.inbox_name, f.name): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    waiting = {source_id(settings.inbox_name, str(f.relative_to(root)) if root else f.name):
+               hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     deadline, shown = time.monotonic() + timeout_s, -1
     while waiting and time.monotonic() < deadline:
         for source, sha in list(waiting.items()):
@@ -54,9 +59,9 @@ def wait_normalized(settings: Settings, files: list[Path], echo: Callable[[str],
     return len(files) - len(waiting)
 
 
-def ask(settings: Settings, question: str, version: int, timeout_s: float = 120):
+def ask(settings: Settings, question: str, version: int | None, timeout_s: float = 120, retrieve: bool = False):
     """A version's greedy answer from the inference service, once it can load that version (it
-    swaps to a new champion in the background)."""
+    swaps to a new champion in the background); with ``retrieve``, grounded in the documents."""
     import grpc
 
     from services.inference import client
@@ -66,8 +71,11 @@ def ask(settings: Settings, question: str, version: int, timeout_s: float = 120)
         stub = client.pb_grpc.InferenceServiceStub(channel)
         while True:
             try:
-                return stub.Generate(client.request(chat=[("user", question)], max_new_tokens=48, temperature=0.0,
-                                                    model_version=version),
+                request = client.request(chat=[("user", question)], max_new_tokens=48, temperature=0.0,
+                                         model_version=version)
+                if retrieve:
+                    request.retrieval.SetInParent()
+                return stub.Generate(request,
                                      timeout=60, metadata=client.metadata(settings.inference.token))
             except grpc.RpcError as exc:
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND) or time.monotonic() > deadline:
@@ -117,19 +125,50 @@ def compare(settings: Settings, items: list[QAItem], champion: int, echo: Callab
              f"the tuned champion v{champion} knows {after:.0%}")
 
 
+def wait_searchable(settings: Settings, prefix: str, timeout_s: float = 300) -> bool:
+    """Wait until the passage index has passages of documents whose source id starts with ``prefix``."""
+    from services.retrieval import embed
+    from services.retrieval.index import Filters, PassageIndex
+
+    index = PassageIndex(settings, embed.load(settings.retrieval.embedding_model), read_consistency_s=0)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if index.ranked("Cierzo", 1, Filters(source_prefix=prefix)):
+                return True
+        except Exception:  # noqa: BLE001 (no table yet)
+            pass
+        time.sleep(1)
+    return False
+
+
+def grounded(settings: Settings, item: QAItem, echo: Callable[[str], None]) -> None:
+    """A question only a volatile document answers: the champion without retrieval, then with it and
+    its citations."""
+    echo(f"  Q: {item.prompt}   (the newsletter says: {item.expected})")
+    for label, retrieve in (("without retrieval", False), ("with retrieval", True)):
+        answer = ask(settings, item.prompt, None, retrieve=retrieve)
+        text = answer.text.strip().replace("\n", " ")
+        mark = "knows" if contains_answer(text, [item.expected, *item.aliases]) else "does not know"
+        echo(f"    {label:<17} ({mark}): {text!r}")
+    for i, cited in enumerate(answer.citations, 1):
+        echo(f"      [{i}] {cited.source_id} ({cited.section or 'chunk ' + str(cited.chunk)}, {cited.stability})")
+
+
 def run(settings: Settings, echo: Callable[[str], None] = print) -> None:
     started = time.perf_counter()
-    echo("1/5 starting afina (stack, base model, services) ...")
+    echo("1/6 starting afina (stack, base model, services) ...")
     supervisor.up(settings, echo=echo)
 
-    files = sorted(p for p in (SAMPLES / "inbox").iterdir() if p.is_file())
-    echo(f"2/5 dropping {len(files)} sample documents into {settings.inbox_dir} ...")
+    inbox = SAMPLES / "inbox"
+    files = sorted(p for p in inbox.rglob("*") if p.is_file())
+    echo(f"2/6 dropping {len(files)} sample documents into {settings.inbox_dir} (news/: volatile, retrieved only) ...")
     for file in files:
-        drop.to_folder(settings, file)
-    echo("3/5 waiting for the normalizer ...")
-    wait_normalized(settings, files, echo)
+        drop.to_folder(settings, file, name=str(file.relative_to(inbox)))
+    echo("3/6 waiting for the normalizer ...")
+    wait_normalized(settings, files, echo, root=inbox)
 
-    echo("4/5 running the tuning flow (snapshot, train, evaluate, gate, promote) ...")
+    echo("4/6 running the tuning flow (snapshot, train, evaluate, gate, promote) ...")
     qa_file = Path(os.environ.setdefault("AFINA_TUNING_QA_FILE", str(SAMPLES / "qa.jsonl")))
     import torch
 
@@ -143,8 +182,13 @@ def run(settings: Settings, echo: Callable[[str], None] = print) -> None:
     for reason in outcome.reasons:
         echo(f"    {reason}")
 
-    echo(f"5/5 asking the base model and the champion (v{outcome.champion}) over gRPC ...")
+    echo(f"5/6 asking the base model and the champion (v{outcome.champion}) over gRPC ...")
     compare(settings, read_qa(qa_file), outcome.champion, echo)
+    echo("6/6 asking about the newsletter (volatile: retrieved, not trained on) ...")
+    if wait_searchable(settings, source_id(settings.inbox_name, "news/")):
+        grounded(settings, read_qa(SAMPLES / "qa_news.jsonl")[0], echo)
+    else:
+        echo("  the newsletter is not in the passage index (see the indexer's log)")
     echo(f"\nafina is running ({time.perf_counter() - started:.0f} s):")
     echo(f"  Prefect UI      {settings.prefect_api_url.removesuffix('/api')}")
     echo(f"  MinIO console   http://127.0.0.1:{settings.s3_console_port}  (login {settings.s3_access_key})")
@@ -152,4 +196,6 @@ def run(settings: Settings, echo: Callable[[str], None] = print) -> None:
     echo("Drop more files:  .venv/bin/afina drop FILE...   (or copy them into "
          f"{settings.inbox_dir}, or upload to the MinIO bucket 'inbox')")
     echo("Tune now:         .venv/bin/afina tune        (the deployment also runs nightly)")
+    echo("Search:           .venv/bin/afina search \"Día del Sendero\"   /   .venv/bin/afina generate --chat "
+         "--retrieve \"¿Qué día es el inventario anual?\"")
     echo("Status / stop:    .venv/bin/afina status   /   .venv/bin/afina down")

@@ -70,7 +70,7 @@ retried = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=on
 
 @task(**retried)
 def freeze_snapshot(settings: Settings) -> snapshots.Snapshot:
-    found = snapshots.freeze(minio_client(settings), settings.tuning.eval_percent)
+    found = snapshots.freeze(minio_client(settings), settings.tuning.eval_percent, settings.tuning.train_volatile)
     get_run_logger().info(f"snapshot {found.id}: {len(found.parts)} documents, "
                           f"{found.train_tokens} train and {found.eval_tokens} eval tokens")
     return found

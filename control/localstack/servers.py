@@ -163,6 +163,7 @@ def sibling_env(settings: Settings, state_dir: Path, port_offset: int) -> dict[s
         "AFINA_CONNECTOR_METRICS_PORT": str(free_port()),
         "AFINA_NORMALIZER_METRICS_PORT": str(free_port()),
         "AFINA_INFERENCE_METRICS_PORT": str(free_port()),
+        "AFINA_RETRIEVAL_METRICS_PORT": str(free_port()),
     }
 
 

@@ -2,7 +2,7 @@
 
 `up` starts the local stack (Kafka, MinIO, Prefect), makes sure the registry has a champion
 (registering the base model, SmolLM2 by default, the first time), then starts the supervisor, which runs the connector,
-two normalizer replicas, the inference service and the served tuning deployment, restarting
+two normalizer replicas, the indexer, the inference service and the served tuning deployment, restarting
 any that crashes. Run again, it reuses what runs. `down` stops the services, then the stack.
 """
 
@@ -93,7 +93,7 @@ def up(settings: Settings, echo: Callable[[str], None] = print, timeout_s: float
     process = _supervisor(settings)
     if process.pid() is None:
         process.check_ports_free()
-        echo("starting the services (connector, normalizer x2, inference, tuning deployment) ...")
+        echo("starting the services (connector, normalizer x2, indexer, inference, tuning deployment) ...")
         process.start([str(Path(sys.executable).with_name("afina")), "supervise"])
     try:
         process.wait_healthy(timeout_s)

@@ -1,7 +1,7 @@
 """The supervisor: afina's services as child processes, each restarted when it crashes.
 
 One supervisor process runs them all (`afina up` starts it in the background): the connector,
-two normalizer replicas, the inference service and the served tuning deployment. Each writes
+two normalizer replicas, the indexer, the inference service and the served tuning deployment. Each writes
 its log to logs/<name>.log. A child that exits is started again after a back-off that doubles
 up to 30 s (and starts over once a child has stayed up a minute). The supervisor keeps what it
 knows in run/services.json, which `afina status` reads. SIGTERM stops every child, then itself.
@@ -41,6 +41,7 @@ def services(settings: Settings) -> list[ServiceSpec]:
         normalizers.append(ServiceSpec(f"normalizer-{i + 1}", ["normalizer"], port,
                                        {"AFINA_NORMALIZER_METRICS_PORT": str(port)}))
     return [ServiceSpec("connector", ["connector"], settings.connector.metrics_port), *normalizers,
+            ServiceSpec("indexer", ["indexer"], settings.retrieval.metrics_port),
             ServiceSpec("inference", ["serve"], settings.inference.metrics_port),
             ServiceSpec("tuning-flow", ["flows", "serve"])]
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from minio import Minio
 
-from services.contracts import Bucket
+from services.contracts import Bucket, Stability
 
 PREFIX = "parts"
 
@@ -36,6 +36,7 @@ SCHEMA = pa.schema([
     ("language", pa.string()),
     ("media_type", pa.string()),
     ("tokenizer", pa.string()),
+    ("stability", pa.string()),  # a contracts.Stability; parts written before it existed have no column: master
     ("discovered_at", pa.timestamp("us", tz="UTC")),
     ("normalized_at", pa.timestamp("us", tz="UTC")),
 ])
@@ -49,16 +50,19 @@ class PartInfo:
     tokens: int
     language: str
     tokenizer: str  # a TokenizerId; '' for a tombstone
+    stability: Stability = Stability.MASTER
 
     def as_metadata(self) -> dict[str, str]:
         return {"afina-chunks": str(self.chunks), "afina-tokens": str(self.tokens),
-                "afina-language": self.language, "afina-tokenizer": self.tokenizer}
+                "afina-language": self.language, "afina-tokenizer": self.tokenizer,
+                "afina-stability": self.stability}
 
     @classmethod
     def from_metadata(cls, metadata) -> PartInfo:
         get = {k.lower().removeprefix("x-amz-meta-"): v for k, v in metadata.items()}.get
         return cls(int(get("afina-chunks", 0)), int(get("afina-tokens", 0)),
-                   get("afina-language", "und"), get("afina-tokenizer", ""))
+                   get("afina-language", "und"), get("afina-tokenizer", ""),
+                   Stability(get("afina-stability", Stability.MASTER)))
 
 
 def source_key(source_id: str) -> str:
@@ -93,7 +97,7 @@ def tombstone(source_id: str, occurred_at: datetime) -> bytes:
 
 
 # Columns that hold one value for the whole part: dictionary-encoded to almost nothing.
-_SAME_IN_EVERY_ROW = ["source_id", "sha256", "kind", "language", "media_type", "tokenizer"]
+_SAME_IN_EVERY_ROW = ["source_id", "sha256", "kind", "language", "media_type", "tokenizer", "stability"]
 
 
 def to_parquet(rows: list[dict]) -> bytes:

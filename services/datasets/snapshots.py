@@ -5,7 +5,8 @@
     datasets/snapshots/latest.json          {"id": ...} of the newest snapshot
 
 The current state of each document is the newest entry under its source key; a tombstone
-means it is gone. A document keeps its side in every snapshot (what was once evaluated on is
+means it is gone. Volatile documents (news, campaigns) are served by retrieval, not trained on:
+a snapshot holds master documents only unless asked to include them. A document keeps its side in every snapshot (what was once evaluated on is
 never trained on, and the reverse); a new one's side comes from its source key, within the eval
 share in tokens (`assign_splits`). The id is a hash of the parts and their sides, so "nothing
 changed" is "the same id".
@@ -23,7 +24,7 @@ from typing import Literal
 from minio import Minio
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.contracts import Bucket, Sha256, TokenizerId
+from services.contracts import Bucket, Sha256, Stability, TokenizerId
 from services.datasets.listing import StoredPart, list_parts
 from services.storage import read_object
 
@@ -41,6 +42,7 @@ class SnapshotPart(BaseModel):
     language: str
     tokenizer: TokenizerId
     split: Literal["train", "eval"]
+    stability: Stability = Stability.MASTER
 
 
 class Snapshot(BaseModel):
@@ -82,17 +84,20 @@ def assign_splits(tokens: dict[str, int], eval_percent: int, before: dict[str, s
     return sides
 
 
-def current_parts(client: Minio, eval_percent: int, before: dict[str, str] | None = None) -> list[SnapshotPart]:
-    """The newest entry of every document, tombstones dropped, each with its side."""
+def current_parts(client: Minio, eval_percent: int, before: dict[str, str] | None = None,
+                  include_volatile: bool = False) -> list[SnapshotPart]:
+    """The newest entry of every document, tombstones (and, unless included, volatile documents)
+    dropped, each with its side."""
     newest: dict[str, StoredPart] = {}
     for stored in list_parts(client):  # S3 lists keys in order, and a source's keys start with event time
         newest[stored.source_key] = stored
-    live = {k: p for k, p in sorted(newest.items()) if not p.tombstone}  # a tombstone: the document is gone
+    live = {k: p for k, p in sorted(newest.items())  # a tombstone: the document is gone
+            if not p.tombstone and (include_volatile or p.info.stability is Stability.MASTER)}
     sides = assign_splits({k: p.info.tokens for k, p in live.items()}, eval_percent, before or {})
     return [
         SnapshotPart(key=p.key, source_key=source_key, sha256=p.sha256,
                      tokens=p.info.tokens, chunks=p.info.chunks, language=p.info.language,
-                     tokenizer=p.info.tokenizer, split=sides[source_key])
+                     tokenizer=p.info.tokenizer, split=sides[source_key], stability=p.info.stability)
         for source_key, p in live.items()
     ]
 
@@ -102,10 +107,11 @@ def latest(client: Minio) -> Snapshot | None:
     return None if data is None else load(client, json.loads(data)["id"])
 
 
-def freeze(client: Minio, eval_percent: int = 10) -> Snapshot:
+def freeze(client: Minio, eval_percent: int = 10, include_volatile: bool = False) -> Snapshot:
     """Write the manifest of the current parts (once per distinct content) and return it."""
     previous = latest(client)
-    found = current_parts(client, eval_percent, {p.source_key: p.split for p in previous.parts} if previous else {})
+    found = current_parts(client, eval_percent, {p.source_key: p.split for p in previous.parts} if previous else {},
+                          include_volatile)
     content = "\n".join(f"{p.key} {p.split}" for p in found) + f"|{eval_percent}"
     snapshot_id = hashlib.sha256(content.encode()).hexdigest()[:16]
     existing = load(client, snapshot_id)

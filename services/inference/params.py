@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from services.contracts import Stability
 from services.inference.sampling import SamplingParams
+from services.retrieval.grounding import search_text
+from services.retrieval.index import Filters
 
 ROLES = ("system", "user", "assistant")
 MAX_STOPS = 16
@@ -22,6 +25,18 @@ class InvalidArgument(ValueError):
 class Limits:
     max_new_tokens: int
     max_prompt_tokens: int
+    top_k: int = 3  # passages retrieved when a call does not say
+    max_k: int = 50
+    max_query_chars: int = 2000
+
+
+@dataclass(frozen=True)
+class Search:
+    """A checked search: for Retrieve, or for a generation that asks for retrieval."""
+
+    query: str
+    k: int
+    filters: Filters
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,7 @@ class Params:
     stop: tuple[str, ...]
     version: int | None
     ignore_eos: bool
+    search: Search | None = None  # set: ground the answer in retrieved passages
 
 
 def _has(request, field: str) -> bool:
@@ -66,6 +82,12 @@ def parse(request, limits: Limits) -> Params:
     top_p = request.top_p if _has(request, "top_p") else 1.0
     if not (math.isfinite(top_p) and 0 < top_p <= 1):
         raise InvalidArgument(f"top_p: must be in (0, 1], not {top_p}")
+    search = None
+    if request.HasField("retrieval"):
+        if which == "chat" and not any(role == "user" for role, _ in messages):
+            raise InvalidArgument("retrieval: the chat needs a user message to search for")
+        k = request.retrieval.k or limits.top_k
+        search = _search(search_text(messages, prompt), k, request.retrieval.filters, limits, "retrieval.k")
     stop = tuple(request.stop)
     if len(stop) > MAX_STOPS:
         raise InvalidArgument(f"stop: at most {MAX_STOPS} sequences, not {len(stop)}")
@@ -77,8 +99,31 @@ def parse(request, limits: Limits) -> Params:
         sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=request.top_k,
                                 seed=request.seed if _has(request, "seed") else None),
         stop=stop, version=request.model_version if _has(request, "model_version") else None,
-        ignore_eos=request.ignore_eos,
+        ignore_eos=request.ignore_eos, search=search,
     )
+
+
+def parse_retrieve(request, limits: Limits) -> Search:
+    """Check a RetrieveRequest; raises InvalidArgument naming the first bad field."""
+    return _search(request.query, request.k if _has(request, "k") else limits.top_k, request.filters, limits, "k")
+
+
+def _search(query: str, k: int, filters, limits: Limits, k_field: str) -> Search:
+    query = query.strip()
+    if not query:
+        raise InvalidArgument("query: must not be empty")
+    if len(query) > limits.max_query_chars:
+        raise InvalidArgument(f"query: {len(query)} characters, more than the {limits.max_query_chars} allowed")
+    if not 1 <= k <= limits.max_k:
+        raise InvalidArgument(f"{k_field}: must be between 1 and {limits.max_k}, not {k}")
+    stability = None
+    if filters.stability:
+        try:
+            stability = Stability(filters.stability)
+        except ValueError:
+            raise InvalidArgument(f"filters.stability: must be one of {', '.join(Stability)}, "
+                                  f"not {filters.stability!r}") from None
+    return Search(query, k, Filters(filters.language or None, stability, filters.source_prefix or None))
 
 
 def check_prompt_length(tokens: int, limits: Limits, context: int) -> None:

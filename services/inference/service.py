@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -44,12 +44,17 @@ from services.inference.models import (
 from services.inference.params import (
     InvalidArgument,
     Limits,
+    Search,
     check_prompt_length,
     parse,
+    parse_retrieve,
 )
 from services.lifecycle import retry_forever, run_until_stopped
 from services.messaging import kafka_broker
 from services.registry import ModelCard
+from services.retrieval import embed
+from services.retrieval.grounding import grounded_messages, grounded_prompt
+from services.retrieval.index import Hit, IncompatibleIndex, PassageIndex
 from services.settings import Settings
 from services.storage import minio_client
 
@@ -75,6 +80,7 @@ STATUS: dict[type[BaseException], grpc.StatusCode] = {
     NotServable: grpc.StatusCode.FAILED_PRECONDITION,
     LoadFailed: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    IncompatibleIndex: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -118,6 +124,7 @@ class Call:
     job: Job
     sink: CallSink
     lease: Lease
+    citations: list[Hit]
 
     @property
     def version(self) -> int:
@@ -131,15 +138,19 @@ class Call:
 
 
 class Servicer(pb_grpc.InferenceServiceServicer):
-    def __init__(self, settings: Settings, models: Models) -> None:
+    def __init__(self, settings: Settings, models: Models, index: PassageIndex | None = None) -> None:
         self.models = models
-        self.limits = Limits(settings.inference.max_new_tokens, settings.inference.max_prompt_tokens)
+        self.index = index
+        retrieval = settings.retrieval
+        self.limits = Limits(settings.inference.max_new_tokens, settings.inference.max_prompt_tokens,
+                             retrieval.top_k, retrieval.max_k, retrieval.max_query_chars)
 
     async def Generate(self, request, context):
         async with self._answering("Generate", context), self._call(request, context, stream=False) as call:
             result = await call.result()
             return pb.GenerateResponse(text=result.text, finish_reason=int(result.finish), usage=_usage(result),
-                                       model_version=call.version, timings=_timings(call.job, result))
+                                       model_version=call.version, timings=_timings(call.job, result),
+                                       citations=[_passage(hit) for hit in call.citations])
 
     async def GenerateStream(self, request, context):
         async with self._answering("GenerateStream", context), self._call(request, context, stream=True) as call:
@@ -147,7 +158,23 @@ class Servicer(pb_grpc.InferenceServiceServicer):
                 yield pb.GenerateStreamResponse(delta=delta, model_version=call.version)
             result = await call.result()
             yield pb.GenerateStreamResponse(model_version=call.version, finish_reason=int(result.finish),
-                                            usage=_usage(result), timings=_timings(call.job, result))
+                                            usage=_usage(result), timings=_timings(call.job, result),
+                                            citations=[_passage(hit) for hit in call.citations])
+
+    async def Retrieve(self, request, context):
+        async with self._answering("Retrieve", context):
+            hits = await self._retrieve(parse_retrieve(request, self.limits))
+            return pb.RetrieveResponse(passages=[_passage(hit) for hit in hits])
+
+    async def _retrieve(self, search: Search) -> list[Hit]:
+        if self.index is None:
+            raise Unavailable("this server has no passage index")
+        try:
+            return await asyncio.to_thread(self.index.ranked, search.query, search.k, search.filters)
+        except IncompatibleIndex:
+            raise
+        except Exception as exc:  # storage down, or no index written yet
+            raise Unavailable(f"the passage index cannot be searched now: {exc}") from exc
 
     async def ListModels(self, request, context):
         async with self._answering("ListModels", context):
@@ -177,6 +204,11 @@ class Servicer(pb_grpc.InferenceServiceServicer):
         way out (answered, failed, cancelled) its generation stopped and its version released."""
         arrived = time.monotonic()
         params = parse(request, self.limits)
+        citations = await self._retrieve(params.search) if params.search else []
+        if citations:
+            passages = [hit.text for hit in citations]
+            params = replace(params, messages=grounded_messages(params.messages, passages)) if params.messages \
+                else replace(params, prompt=grounded_prompt(params.prompt, passages))
         lease = await self.models.acquire(params.version)
         call = None
         try:
@@ -187,7 +219,7 @@ class Servicer(pb_grpc.InferenceServiceServicer):
             job = Job(prompt, params.max_new_tokens, params.sampling, sink, params.stop, params.ignore_eos,
                       deadline=arrived + remaining if remaining is not None else None, arrived=arrived)
             lease.engine.submit(job, lease.version)
-            call = Call(job, sink, lease)
+            call = Call(job, sink, lease, citations)
             yield call
         finally:
             if call is not None:
@@ -219,6 +251,11 @@ class Servicer(pb_grpc.InferenceServiceServicer):
         finally:
             metrics.CALLS.labels(method, code.name).inc()
             metrics.CALL_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+
+def _passage(hit: Hit):
+    return pb.Passage(text=hit.text, source_id=hit.source_id, chunk=hit.chunk, score=hit.score, passage=hit.passage,
+                      section=hit.section, sha256=hit.sha256, language=hit.language, stability=hit.stability)
 
 
 def _usage(result: Result):
@@ -293,6 +330,8 @@ class InferenceService:
         self.models = Models(settings, Registry(
             champion=lambda: registry.alias_version(s3), fetch=lambda version: registry.fetch(s3, version, cache),
             card=lambda version: registry.read_card(s3, version), cards=lambda: registry.cards(s3)))
+        # every search reads the table's newest version: a document indexed a moment ago is found
+        self.index = PassageIndex(settings, embed.load(settings.retrieval.embedding_model), read_consistency_s=0)
         self.health = health.aio.HealthServicer()
         self.broker = kafka_broker(settings, "afina-inference")
         # every replica its own consumer group, from the earliest record: each sees every promotion
@@ -310,7 +349,7 @@ class InferenceService:
                      ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
                      ("grpc.so_reuseport", 0)],  # a second server on the same port fails instead of sharing it
         )
-        pb_grpc.add_InferenceServiceServicer_to_server(Servicer(self.settings, self.models), server)
+        pb_grpc.add_InferenceServiceServicer_to_server(Servicer(self.settings, self.models, self.index), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection([SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         credentials = server_credentials(self.settings)

@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 
 from tokenizers import Tokenizer
 
-from services.contracts import RejectReason, TokenizerId
+from services.contracts import RejectReason, Stability, TokenizerId
 from services.datasets import parts
 from services.normalizer import clean, language, pii, quality
 from services.normalizer.extract import Rejection, extract
 from services.normalizer.fingerprint import fingerprint_fields
+from services.normalizer.stability import from_front_matter
 from services.normalizer.tokenize import chunk, count_tokens
 
 MAX_TEXT_CHARS = 20_000_000
@@ -30,6 +31,7 @@ class NormalizedDoc:
     text: str  # the clean text; for chat, the conversations rendered, for dedup and language
     language: str
     examples: list[list[dict[str, str]]] = field(default_factory=list)
+    stability: Stability | None = None  # what the document says of itself (front matter), if anything
     pii: dict[str, int] = field(default_factory=dict)
     exact_hash: str = ""  # dedup fingerprint of ``text``
     minhash: str = ""
@@ -45,6 +47,7 @@ def _normalize(data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ..
     extracted = extract(data, media_type, name)
     if extracted.examples:
         return _normalize_examples(extracted.examples, pii_kinds)
+    said = from_front_matter(extracted.front_matter)
     text = clean.clean_pages(extracted.pages)
     if len(text) > MAX_TEXT_CHARS:
         raise Rejection(RejectReason.TOO_LARGE, f"the text has {len(text)} characters, over {MAX_TEXT_CHARS}")
@@ -54,7 +57,7 @@ def _normalize(data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ..
     why = quality.problem(text)
     if why is not None:
         raise Rejection(RejectReason.LOW_QUALITY, why)
-    return NormalizedDoc("text", text, language.detect(text), pii=found)
+    return NormalizedDoc("text", text, language.detect(text), pii=found, stability=said)
 
 
 def render_conversation(messages: list[dict[str, str]]) -> str:
@@ -85,6 +88,7 @@ class Origin:
     sha256: str
     media_type: str | None
     discovered_at: datetime
+    stability: Stability = Stability.MASTER  # from the path rules; the document's front matter overrides it
 
 
 @dataclass(frozen=True)
@@ -107,13 +111,15 @@ class Prepared:
 def prepare(data: bytes, origin: Origin, pii_kinds: tuple[str, ...], tokenization: Tokenization) -> Prepared:
     doc = normalize(data, origin.media_type or "", origin.source_id, pii_kinds)
     rows = part_rows(doc, origin, tokenization)
-    info = parts.PartInfo(len(rows), sum(r["n_tokens"] for r in rows), doc.language, tokenization.name)
+    info = parts.PartInfo(len(rows), sum(r["n_tokens"] for r in rows), doc.language, tokenization.name,
+                          rows[0]["stability"] if rows else origin.stability)
     return Prepared(doc.exact_hash, doc.minhash, info, parts.to_parquet(rows))
 
 
 def part_rows(doc: NormalizedDoc, origin: Origin, tokenization: Tokenization) -> list[dict]:
     common = {"source_id": origin.source_id, "sha256": origin.sha256, "language": doc.language,
               "media_type": origin.media_type, "tokenizer": tokenization.name,
+              "stability": doc.stability or origin.stability,
               "discovered_at": origin.discovered_at, "normalized_at": datetime.now(UTC)}
     if doc.kind == "chat":
         rendered = [render_conversation(ex) for ex in doc.examples]

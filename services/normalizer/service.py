@@ -35,6 +35,7 @@ from services.normalizer.budget import ByteBudget
 from services.normalizer.dedup import DedupLog, Fingerprint
 from services.normalizer.extract import Rejection
 from services.normalizer.pipeline import Origin, Prepared, Tokenization
+from services.normalizer.stability import StabilityRules
 from services.normalizer.worker import WorkerPool
 from services.settings import Settings
 from services.storage import minio_client, read_object
@@ -68,6 +69,7 @@ class Normalizer:
         IN_FLIGHT_PEAK.set_function(lambda: self.budget.peak)
         DEDUP_RESTARTS.set_function(lambda: self.dedup.log.restarts)
         self.pool: WorkerPool | None = None  # started once the tokenizer is known
+        self.stability = StabilityRules.parse(settings.normalizer.volatile_prefixes, settings.normalizer.volatile_patterns)
         self._unconfirmed: list[tuple[DocumentNormalized | DocumentRejected, asyncio.Future]] = []
         # A batch may take long (every document up to its time limit): stay in the group meanwhile.
         worst_batch_s = settings.normalizer.batch * settings.normalizer.timeout_s / settings.normalizer.workers
@@ -141,7 +143,8 @@ class Normalizer:
         data = await self._durably(lambda: asyncio.to_thread(read_object, self.s3, Bucket.RAW, event.sha256))
         if data is None:
             raise Rejection(RejectReason.CORRUPT, f"the raw bytes raw/{event.sha256} are missing")
-        origin = Origin(event.source_id, event.sha256, event.media_type, event.occurred_at)
+        origin = Origin(event.source_id, event.sha256, event.media_type, event.occurred_at,
+                        self.stability.of(event.source_id))
         # the worker returns the finished part: tokenized and written out in case it is kept (a
         # duplicate's is dropped), so this process only moves bytes and the workers use both cores
         prepared: Prepared = await self.pool.run(data, origin, self.settings.normalizer.pii_kinds)
@@ -164,6 +167,7 @@ class Normalizer:
             key = parts.tombstone_key(event.source_id, event.occurred_at)
             await self._durably(lambda: asyncio.to_thread(
                 parts.store, self.s3, key, parts.tombstone(event.source_id, event.occurred_at)))
+            await self._announce(DocumentNormalized(source_id=event.source_id, sha256=None, part_key=key, deleted=True))
             log.info("the newest version was rejected; the one before it leaves the dataset",
                      extra={"source_id": event.source_id, "tombstone": key})
         held = self.dedup.index.get(event.source_id)
@@ -186,6 +190,7 @@ class Normalizer:
         return DocumentNormalized(
             source_id=event.source_id, sha256=event.sha256, part_key=key, language=info.language,
             media_type=event.media_type, chunks=info.chunks, tokens=info.tokens, tokenizer=info.tokenizer,
+            stability=info.stability,
         )
 
     async def _announce(self, event: DocumentNormalized | DocumentRejected) -> None:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 # A smaller demo: one document of each format, in both languages.
 FIRST_ROUND = ["manual_empleado_es.pdf", "expenses_policy_en.docx", "product_faq_en.html", "teletrabajo_es.md",
-               "boletin_club_cierzo_otono_es.txt", "customer_care_chats_en.jsonl", "returns_en.html",
+               "shop_opening_closing_checklist_en.txt", "customer_care_chats_en.jsonl", "returns_en.html",
                "politica_devoluciones_es.docx"]
 
 

@@ -63,7 +63,7 @@ def test_contract_names():
         "afina.documents.discovered", "afina.documents.normalized",
         "afina.documents.rejected", "afina.models.promoted",
     ]
-    assert {str(b) for b in Bucket} == {"inbox", "raw", "datasets", "models"}
+    assert {str(b) for b in Bucket} == {"inbox", "raw", "datasets", "models", "index"}
     assert Topic.INBOX_NOTIFICATIONS not in EVENT_TOPICS  # MinIO's own JSON, not an afina event
 
 

@@ -165,7 +165,7 @@ def test_part_keys_are_deterministic_and_ordered():
     assert part_key("s:a", t1, "f" * 64) < tombstone_key("s:a", t2)
     row = {"source_id": "s:a", "sha256": "f" * 64, "chunk_index": 0, "kind": "text", "text": "hola",
            "messages": None, "token_ids": [1, 2], "n_tokens": 2, "language": "es", "media_type": "text/plain",
-           "tokenizer": "v0", "discovered_at": t1, "normalized_at": t2}
+           "tokenizer": "v0", "stability": "volatile", "discovered_at": t1, "normalized_at": t2}
     assert read_parquet(to_parquet([row])).to_pylist() == [row]
 
 

@@ -35,7 +35,7 @@ EVERY_FORMAT = {media.PDF, media.DOCX, media.HTML, media.MARKDOWN, media.TEXT, m
 
 
 def _files(folder: str) -> list[Path]:
-    return sorted(p for p in (SAMPLES / folder).iterdir() if p.is_file())
+    return sorted(p for p in (SAMPLES / folder).rglob("*") if p.is_file())
 
 
 FILES = [p for folder in FOLDERS for p in _files(folder)]
@@ -118,7 +118,7 @@ def test_no_two_samples_are_duplicates(normalized):
     assert score < NEAR_THRESHOLD / 2, f"{worst} are {score:.0%} alike (the normalizer drops from {NEAR_THRESHOLD:.0%})"
 
 
-@pytest.mark.parametrize("qa_file", ["qa.jsonl", "qa_more.jsonl"])
+@pytest.mark.parametrize("qa_file", ["qa.jsonl", "qa_more.jsonl", "qa_news.jsonl"])
 def test_qa_lines_parse_and_their_answers_are_in_the_documents(qa_file, normalized):
     items = read_qa(SAMPLES / qa_file)
     sources = [json.loads(line)["source"] for line in (SAMPLES / qa_file).read_text(encoding="utf-8").splitlines()
@@ -129,6 +129,8 @@ def test_qa_lines_parse_and_their_answers_are_in_the_documents(qa_file, normaliz
         assert contains_answer(normalized[source].text, [item.expected]), (item, source)
         if qa_file == "qa.jsonl":
             assert source.startswith("inbox/"), "first-round answers come from the inbox"
+        if qa_file == "qa_news.jsonl":
+            assert source.startswith("news/"), "these answers come from volatile documents (retrieval only)"
     training = " ".join(doc.text for doc in normalized.values())
     assert not [i.prompt for i in items if contains_answer(training, [i.prompt])], \
         "Q&A prompts must not be copied from training data"

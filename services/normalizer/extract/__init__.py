@@ -27,6 +27,7 @@ class Extracted:
 
     pages: list[str] = field(default_factory=list)
     examples: list[list[dict[str, str]]] = field(default_factory=list)  # chat: [{"role", "content"}]
+    front_matter: dict = field(default_factory=dict)  # Markdown's YAML front matter
 
 
 def extract(data: bytes, media_type: str, name: str) -> Extracted:
@@ -38,7 +39,7 @@ def extract(data: bytes, media_type: str, name: str) -> Extracted:
         media.PDF: pdf.extract,
         media.DOCX: docx.extract,
         media.HTML: html.extract,
-        media.MARKDOWN: text.extract,
+        media.MARKDOWN: text.extract_markdown,
         media.TEXT: text.extract,
         media.JSONL: chat.extract,
     }

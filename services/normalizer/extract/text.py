@@ -8,6 +8,7 @@ from charset_normalizer import from_bytes
 
 from services.contracts import RejectReason
 from services.normalizer.extract import Extracted, Rejection
+from services.normalizer.stability import split_front_matter
 
 WESTERN = ["cp1252", "latin_1", "iso8859_15", "mac_roman"]
 _BOMS = (("utf-8-sig", b"\xef\xbb\xbf"), ("utf-16", b"\xff\xfe"), ("utf-16", b"\xfe\xff"))
@@ -31,6 +32,12 @@ def decode(data: bytes) -> str:
 
 def extract(data: bytes) -> Extracted:
     return Extracted(pages=[_strip_markdown(decode(data))])
+
+
+def extract_markdown(data: bytes) -> Extracted:
+    """Markdown: its front matter (metadata, not text) apart, the rest as text."""
+    front, body = split_front_matter(decode(data).lstrip("\ufeff"))
+    return Extracted(pages=[_strip_markdown(body)], front_matter=front)
 
 
 _MD_SYNTAX = [

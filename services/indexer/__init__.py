@@ -1,0 +1,1 @@
+"""The indexer service: normalized documents into the passage index (services/retrieval)."""

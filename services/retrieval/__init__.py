@@ -1,0 +1,1 @@
+"""The retrieval path: passages of every document, embedded and indexed for hybrid search."""

@@ -1,0 +1,202 @@
+"""The passage index: one LanceDB table in MinIO (``s3://index/lancedb/<AFINA_RETRIEVAL_TABLE>.lance``), embedded in
+each process that uses it, so there is no server to run.
+
+Writers replace whole documents: one ``merge_insert`` per batch inserts the documents' new
+passages and deletes every other row of those documents (their old version, or all of them for
+a deleted document) in one commit, so a reader sees a document's old rows or its new ones, never
+both or neither, and a redelivered batch writes the same rows again (ids are deterministic).
+Lance commits a table version with a conditional put, so several writers (indexer replicas) may
+commit at once: a conflicting commit is retried on the newer version (tests/integration/test_retrieval.py).
+
+Search is hybrid: nearest vectors (cosine) and full-text BM25, each ranking a few times ``k``
+candidates, fused by reciprocal rank (``fuse``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import lancedb
+import pyarrow as pa
+from lancedb.index import FTS
+from lancedb.query import MatchQuery
+
+from services.contracts import Bucket, Stability
+from services.retrieval.embed import Embedder
+from services.settings import Settings
+
+RRF_K = 60  # reciprocal-rank constant (Cormack et al.): damps the weight of the very first places
+CANDIDATES = 4  # each search ranks k * CANDIDATES passages before fusing
+EMBEDDER_KEY = b"afina-embedder"
+
+
+class Mode(enum.StrEnum):
+    HYBRID = "hybrid"
+    VECTOR = "vector"
+    TEXT = "text"  # BM25 alone
+
+
+def schema(dim: int, embedder: str) -> pa.Schema:
+    return pa.schema([
+        ("id", pa.string()),  # <source key>:<chunk>:<passage>: the same passage of a document keeps its id
+        ("source_id", pa.string()),
+        ("sha256", pa.string()),
+        ("chunk", pa.int32()),
+        ("passage", pa.int32()),
+        ("section", pa.string()),
+        ("text", pa.string()),
+        ("language", pa.string()),
+        ("stability", pa.string()),
+        ("media_type", pa.string()),
+        ("indexed_at", pa.timestamp("us", tz="UTC")),
+        ("vector", pa.list_(pa.float32(), dim)),
+    ], metadata={EMBEDDER_KEY: embedder.encode()})
+
+
+@dataclass(frozen=True)
+class Filters:
+    language: str | None = None
+    stability: Stability | None = None
+    source_prefix: str | None = None
+
+    def sql(self) -> str | None:
+        found = []
+        if self.language:
+            found.append(f"language = {_quote(self.language)}")
+        if self.stability:
+            found.append(f"stability = {_quote(self.stability)}")
+        if self.source_prefix:
+            found.append(f"starts_with(source_id, {_quote(self.source_prefix)})")
+        return " AND ".join(found) or None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    source_id: str
+    sha256: str
+    chunk: int
+    passage: int
+    section: str
+    text: str
+    language: str
+    stability: str
+    score: float
+
+
+@dataclass(frozen=True)
+class DocumentPassages:
+    """A document's passages to index, with their vectors; no passages: remove the document."""
+
+    source_id: str
+    rows: list[dict]
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def storage_options(settings: Settings) -> dict[str, str]:
+    return {"endpoint": settings.s3_url, "allow_http": str(not settings.s3_secure).lower(),
+            "aws_access_key_id": settings.s3_access_key, "aws_secret_access_key": settings.s3_secret_key,
+            "region": "us-east-1"}  # MinIO ignores it; the S3 client needs one
+
+
+def fuse(rankings: Iterable[list[str]], k: int = RRF_K) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion: each id scores the sum of 1 / (k + rank) over the rankings it is in."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, 1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+class IncompatibleIndex(RuntimeError):
+    """The table was built by another embedding model: its vectors cannot be compared with ours."""
+
+
+class PassageIndex:
+    def __init__(self, settings: Settings, embedder: Embedder, read_consistency_s: float | None = None) -> None:
+        """``read_consistency_s``: how stale a read may be (0: every read checks for a newer table
+        version; None: the version first opened, which a writer keeps up to date itself)."""
+        self.embedder = embedder
+        interval = None if read_consistency_s is None else timedelta(seconds=read_consistency_s)
+        self.db = lancedb.connect(f"s3://{Bucket.INDEX}/lancedb", storage_options=storage_options(settings),
+                                  read_consistency_interval=interval)
+        self.name = settings.retrieval.table
+        self._table = None
+
+    @property
+    def table(self):
+        """The table, created on first use; refused when another embedder built it."""
+        if self._table is None:
+            self._table = self.db.create_table(self.name, schema=schema(self.embedder.dim, self.embedder.name),
+                                               exist_ok=True)
+            built_by = (self._table.schema.metadata or {}).get(EMBEDDER_KEY, b"").decode()
+            if built_by != self.embedder.name:
+                raise IncompatibleIndex(
+                    f"the passage index {self.name!r} was built with {built_by!r}, not {self.embedder.name!r}: "
+                    "set AFINA_RETRIEVAL_TABLE to a new table, which the indexer fills from the first document")
+        return self._table
+
+    def rows(self, source_id: str, source_key: str, sha256: str, language: str, stability: Stability,
+             media_type: str | None, passages) -> list[dict]:
+        """Index rows of one document version's passages, embedded."""
+        vectors = self.embedder.passages([p.text for p in passages])
+        now = datetime.now(UTC)
+        return [{"id": f"{source_key}:{p.chunk}:{p.number}", "source_id": source_id, "sha256": sha256,
+                 "chunk": p.chunk, "passage": p.number, "section": p.section, "text": p.text,
+                 "language": language, "stability": str(stability), "media_type": media_type,
+                 "indexed_at": now, "vector": vector} for p, vector in zip(passages, vectors, strict=True)]
+
+    def replace(self, documents: list[DocumentPassages]) -> None:
+        """Make each document's rows exactly the given ones (none: it is gone), in one commit."""
+        if not documents:
+            return
+        rows = [row for doc in documents for row in doc.rows]
+        sources = ", ".join(_quote(doc.source_id) for doc in documents)
+        data = pa.Table.from_pylist(rows, schema=self.table.schema)
+        (self.table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+         .when_not_matched_by_source_delete(f"source_id IN ({sources})").execute(data))
+        if not any(i.index_type == "FTS" for i in self.table.list_indices()) and rows:
+            # BM25 over the text; rows written after it are searched unindexed until `optimize`
+            self.table.create_index("text", config=FTS(with_position=False, ascii_folding=True), replace=True)
+
+    def optimize(self) -> None:
+        """Fold new rows into the indexes and compact small fragments (each commit writes one)."""
+        self.table.optimize()
+
+    def count(self, source_id: str | None = None) -> int:
+        return self.table.count_rows(f"source_id = {_quote(source_id)}" if source_id else None)
+
+    def ranked(self, query: str, k: int, filters: Filters = Filters(), mode: Mode = Mode.HYBRID) -> list[Hit]:
+        """The ``k`` passages that best answer ``query``."""
+        where = filters.sql()
+        columns = ["id", "source_id", "sha256", "chunk", "passage", "section", "text", "language", "stability"]
+        found: dict[str, dict] = {}
+        rankings = []
+        if mode in (Mode.HYBRID, Mode.VECTOR):
+            search = self.table.search(self.embedder.query(query), vector_column_name="vector").distance_type("cosine")
+            rows = (search.where(where, prefilter=True) if where else search).select(columns).limit(
+                k * CANDIDATES).to_list()
+            rankings.append([row["id"] for row in rows])
+            found.update((row["id"], row) for row in rows)
+        if mode in (Mode.HYBRID, Mode.TEXT) and self._has_text_index():
+            search = self.table.search(MatchQuery(query, "text"), query_type="fts")
+            rows = (search.where(where, prefilter=True) if where else search).select(columns).limit(
+                k * CANDIDATES).to_list()
+            rankings.append([row["id"] for row in rows])
+            found.update((row["id"], row) for row in rows)
+        fused = fuse(rankings)[:k]
+        return [Hit(**{c: found[i][c] for c in columns}, score=score) for i, score in fused]
+
+    def _has_text_index(self) -> bool:
+        return any(i.index_type == "FTS" for i in self.table.list_indices())
+
+    def stats(self) -> dict:
+        found = self.table.stats()
+        return {"rows": found["num_rows"], "bytes": found["total_bytes"], "indices": found["num_indices"],
+                "fragments": found["fragment_stats"]["num_fragments"], "embedder": self.embedder.name}
