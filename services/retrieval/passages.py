@@ -3,8 +3,8 @@ to put several into a small model's prompt, never across a section heading.
 
 Text is packed sentence by sentence up to ``MAX_WORDS``; a short line without closing punctuation
 is taken for a heading: it starts a new passage and is kept as the passage's section (and its
-first line, so that both searches see it). A conversation is one passage per conversation,
-packed the same way when it is long.
+first line, so that both searches see it). A conversation is one passage per conversation
+(its system message left out), packed the same way when it is long.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import json
 import re
 from dataclasses import dataclass
 
-MAX_WORDS = 90
+MAX_WORDS = 150  # about 200 tokens: E5 reads 512; three of them fit a small model's prompt
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 _CLOSING = tuple(".,;:!?)»\"'")
+_UNDERLINE = re.compile(r"^([*=~^-])\1{2,}$")
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,16 @@ def _pack(sentences: list[str], max_words: int) -> list[str]:
 def split_text(text: str, max_words: int = MAX_WORDS) -> list[tuple[str, str]]:
     """(section, text) passages of one chunk of text."""
     sections: list[tuple[str, list[str]]] = [("", [])]
+    previous = ""  # the line before: a heading follows a blank line or a finished sentence, not a wrapped one
     for line in text.split("\n"):
         line = line.strip()
-        if not line:
+        if _UNDERLINE.match(line):  # reStructuredText-style underlines mark the heading above them
             continue
-        if _heading(line):
+        if line and _heading(line) and (not previous or previous.endswith(_CLOSING) or previous == sections[-1][0]):
             sections.append((line, []))
-        else:
+        elif line:
             sections[-1][1].append(line)
+        previous = line
     found = []
     for section, lines in sections:
         sentences = [s for s in _SENTENCE_END.split(" ".join(lines)) if s.strip()]
@@ -76,7 +79,8 @@ def from_rows(rows: list[dict], max_words: int = MAX_WORDS) -> list[Passage]:
     found = []
     for row in rows:
         if row["kind"] == "chat":
-            lines = [f"{m['role']}: {m['content']}" for m in json.loads(row["messages"])]
+            # the system message instructs the model and repeats in every conversation: not knowledge
+            lines = [f"{m['role']}: {m['content']}" for m in json.loads(row["messages"]) if m["role"] != "system"]
             pieces = [("", body) for body in _pack(lines, max_words)]
         else:
             pieces = split_text(row["text"], max_words)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def test_drop_to_served_model_twice_without_restarting_anything(afina_system):
     assert all(s.state == "running" and s.restarts == 0 for s in after), after
     shown = subprocess.run([AFINA, "status"], env=env, capture_output=True, text=True)
     assert shown.returncode == 0 and shown.stdout.count(" running ") == 3 + len(after), shown.stdout
+    assert re.search(r"^index\s+[1-9]\d* passages", shown.stdout, re.MULTILINE), shown.stdout  # the indexer ran
     lineage = json.loads(subprocess.run([AFINA, "models", "show", "2"], env=env, capture_output=True,
                                         text=True).stdout)
     assert lineage["parent_version"] == 1 and lineage["continued_from"] == 1

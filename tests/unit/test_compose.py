@@ -31,11 +31,12 @@ def test_compose_file_is_valid_and_complete():
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     services = config["services"]
-    assert {"kafka", "minio", "prefect", "afina-init", "afina-base", "connector", "normalizer", "inference",
-            "tuning-flow"} <= set(services)
+    assert {"kafka", "minio", "prefect", "afina-init", "afina-base", "connector", "normalizer", "indexer",
+            "inference", "tuning-flow"} <= set(services)
     assert services["normalizer"]["deploy"]["replicas"] == 2
-    assert [services[name]["command"] for name in ("connector", "normalizer", "inference", "tuning-flow")] == [
-        ["connector"], ["normalizer"], ["serve"], ["flows", "serve"]]
+    assert [services[name]["command"] for name in ("connector", "normalizer", "indexer", "inference",
+                                                    "tuning-flow")] == [
+        ["connector"], ["normalizer"], ["indexer"], ["serve"], ["flows", "serve"]]
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["minio"]["image"].startswith("minio/minio:")
     assert services["prefect"]["image"].startswith("prefecthq/prefect:3")
