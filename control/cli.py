@@ -62,11 +62,13 @@ def status() -> None:
 def _index_size(settings: Settings) -> str:
     """The passage index's size, or why it cannot be read."""
     from services.retrieval import embed
-    from services.retrieval.index import PassageIndex
+    from services.retrieval.index import NotIndexedYet, PassageIndex
 
     try:
         index = PassageIndex(settings, embed.load(settings.retrieval.embedding_model))
         stats = index.stats()
+    except NotIndexedYet as exc:
+        return f"{'index':<12} {exc}"
     except Exception as exc:  # noqa: BLE001 (MinIO down, or another embedder's table: say so, go on)
         return f"{'index':<12} unreadable ({type(exc).__name__}: {str(exc)[:160]})"
     return (f"{'index':<12} {stats['rows']} passages, {stats['bytes'] / 2**20:.1f} MiB, {stats['fragments']} fragments "

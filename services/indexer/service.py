@@ -45,7 +45,7 @@ class Indexer:
         self.settings = settings
         self.s3 = minio_client(settings)
         self.broker = kafka_broker(settings, "afina-indexer")
-        self.index = PassageIndex(settings, embed.load(settings.retrieval.embedding_model))
+        self.index = PassageIndex(settings, embed.load(settings.retrieval.embedding_model), writer=True)
         self._optimized_at = time.monotonic()
         self.group = group(settings)
         subscribe_batches(self.broker, Topic.DOCUMENTS_NORMALIZED, DocumentNormalized, self.on_batch, group_id=self.group,

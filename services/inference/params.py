@@ -126,8 +126,12 @@ def _search(query: str, k: int, filters, limits: Limits, k_field: str) -> Search
     return Search(query, k, Filters(filters.language or None, stability, filters.source_prefix or None))
 
 
+def longest_prompt(limits: Limits, context: int) -> int:
+    """The most prompt tokens a call may have: within the limit, leaving room for one generated token."""
+    return min(limits.max_prompt_tokens, context - 1)
+
+
 def check_prompt_length(tokens: int, limits: Limits, context: int) -> None:
-    """The prompt must leave room for at least one generated token in the model's context."""
-    longest = min(limits.max_prompt_tokens, context - 1)
+    longest = longest_prompt(limits, context)
     if tokens > longest:
         raise InvalidArgument(f"prompt: {tokens} tokens, more than the {longest} this server takes")

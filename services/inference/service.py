@@ -46,6 +46,7 @@ from services.inference.params import (
     Limits,
     Search,
     check_prompt_length,
+    longest_prompt,
     parse,
     parse_retrieve,
 )
@@ -204,16 +205,20 @@ class Servicer(pb_grpc.InferenceServiceServicer):
         way out (answered, failed, cancelled) its generation stopped and its version released."""
         arrived = time.monotonic()
         params = parse(request, self.limits)
-        citations = await self._retrieve(params.search) if params.search else []
-        if citations:
-            passages = [hit.text for hit in citations]
-            params = replace(params, messages=grounded_messages(params.messages, passages)) if params.messages \
-                else replace(params, prompt=grounded_prompt(params.prompt, passages))
+        found = await self._retrieve(params.search) if params.search else []
         lease = await self.models.acquire(params.version)
         call = None
         try:
-            prompt = lease.engine.encode(params)
+            # the most passages (best first) that leave the prompt within the limits; the call's own
+            # text must fit by itself
+            for kept in range(len(found), -1, -1):
+                citations = found[:kept]
+                grounded = _grounded(params, [hit.text for hit in citations])
+                prompt = lease.engine.encode(grounded)
+                if len(prompt) <= longest_prompt(self.limits, lease.engine.vocab.context) or kept == 0:
+                    break
             check_prompt_length(len(prompt), self.limits, lease.engine.vocab.context)
+            params = grounded
             remaining = context.time_remaining()
             sink = CallSink(asyncio.get_running_loop(), stream)
             job = Job(prompt, params.max_new_tokens, params.sampling, sink, params.stop, params.ignore_eos,
@@ -251,6 +256,14 @@ class Servicer(pb_grpc.InferenceServiceServicer):
         finally:
             metrics.CALLS.labels(method, code.name).inc()
             metrics.CALL_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+
+def _grounded(params, passages: list[str]):
+    if not passages:
+        return params
+    if params.messages:
+        return replace(params, messages=grounded_messages(params.messages, passages))
+    return replace(params, prompt=grounded_prompt(params.prompt, passages))
 
 
 def _passage(hit: Hit):

@@ -114,15 +114,23 @@ def fuse(rankings: Iterable[list[str]], k: int = RRF_K) -> list[tuple[str, float
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
+class NotIndexedYet(LookupError):
+    """The table does not exist yet: nothing was indexed."""
+
+
 class IncompatibleIndex(RuntimeError):
     """The table was built by another embedding model: its vectors cannot be compared with ours."""
 
 
 class PassageIndex:
-    def __init__(self, settings: Settings, embedder: Embedder, read_consistency_s: float | None = None) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, read_consistency_s: float | None = None,
+                 writer: bool = False) -> None:
         """``read_consistency_s``: how stale a read may be (0: every read checks for a newer table
-        version; None: the version first opened, which a writer keeps up to date itself)."""
+        version; None: the version first opened, which a writer keeps up to date itself). Only a
+        ``writer`` creates the table; a reader before the first write gets NotIndexedYet."""
         self.embedder = embedder
+        self.writer = writer
+        self._text_index = False
         interval = None if read_consistency_s is None else timedelta(seconds=read_consistency_s)
         self.db = lancedb.connect(f"s3://{Bucket.INDEX}/lancedb", storage_options=storage_options(settings),
                                   read_consistency_interval=interval)
@@ -133,8 +141,15 @@ class PassageIndex:
     def table(self):
         """The table, created on first use; refused when another embedder built it."""
         if self._table is None:
-            self._table = self.db.create_table(self.name, schema=schema(self.embedder.dim, self.embedder.name),
-                                               exist_ok=True)
+            if self.writer:
+                self._table = self.db.create_table(self.name, schema=schema(self.embedder.dim, self.embedder.name),
+                                                   exist_ok=True)
+            else:
+                try:
+                    self._table = self.db.open_table(self.name)
+                except ValueError as exc:  # LanceDB's "Table ... was not found"
+                    raise NotIndexedYet(f"no passages are indexed yet (table {self.name!r}): is the indexer "
+                                        "running?") from exc
             built_by = (self._table.schema.metadata or {}).get(EMBEDDER_KEY, b"").decode()
             if built_by != self.embedder.name:
                 raise IncompatibleIndex(
@@ -161,7 +176,7 @@ class PassageIndex:
         data = pa.Table.from_pylist(rows, schema=self.table.schema)
         (self.table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
          .when_not_matched_by_source_delete(f"source_id IN ({sources})").execute(data))
-        if not any(i.index_type == "FTS" for i in self.table.list_indices()) and rows:
+        if rows and not self._has_text_index():
             # BM25 over the text; rows written after it are searched unindexed until `optimize`
             self.table.create_index("text", config=FTS(with_position=False, ascii_folding=True), replace=True)
 
@@ -194,7 +209,9 @@ class PassageIndex:
         return [Hit(**{c: found[i][c] for c in columns}, score=score) for i, score in fused]
 
     def _has_text_index(self) -> bool:
-        return any(i.index_type == "FTS" for i in self.table.list_indices())
+        if not self._text_index:  # once built it stays: ask storage only until then
+            self._text_index = any(i.index_type == "FTS" for i in self.table.list_indices())
+        return self._text_index
 
     def stats(self) -> dict:
         found = self.table.stats()

@@ -92,17 +92,18 @@ def qa_scores(model, tokenizer, items: list[QAItem], max_new_tokens: int = 32, b
 
 
 @torch.no_grad()
-def answer_questions(model, tokenizer, questions: list[str], max_new_tokens: int = 32,
+def answer_questions(model, tokenizer, questions: list[str | list[dict[str, str]]], max_new_tokens: int = 32,
                      batch_size: int = 8) -> list[str]:
     """Greedy answers, a batch of questions at a time (padded on the left, so every answer goes on
-    from its own question's last token)."""
+    from its own question's last token). A question is the user's message, or a whole chat."""
     model.eval()
     device = next(model.parameters()).device
     answers = []
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         for start in range(0, len(questions), batch_size):
-            chats = [tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+            chats = [tokenizer.apply_chat_template(question if isinstance(question, list) else
+                                                   [{"role": "user", "content": question}], tokenize=False,
                                                    add_generation_prompt=True)
                      for question in questions[start : start + batch_size]]
             batch = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(device)

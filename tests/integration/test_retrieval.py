@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import signal
+import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from services.retrieval.index import Filters, PassageIndex
 from services.settings import Settings
 from services.storage import minio_client
 from tests.integration.harness import (
+    AFINA,
     Inbox,
     afina_service,
     ensure_champion_tokenizer,
@@ -206,7 +208,8 @@ def test_retrieve_and_grounded_generation_over_grpc(retrieval):
             inference_server(settings, tmp / "inference-grpc.log", AFINA_INFERENCE_TOKEN=TOKEN,
                              AFINA_INFERENCE_MAX_PROMPT_TOKENS="500", **env) as server:
         (inbox.dir / "news").mkdir()
-        (inbox.dir / "news" / "inventario.txt").write_text(f"{sentences(rng, 8)} {fact} {sentences(rng, 8)}")
+        (inbox.dir / "news" / "inventario.txt").write_text(f"{sentences(rng, 3)} {fact} {sentences(rng, 3)}")
+        (inbox.dir / "news" / "relleno.txt").write_text(f"Inventario de la tienda de Huesca. {sentences(rng, 40)}")
         source = inbox.sid("news/inventario.txt")
         stub = server.stub()
         filters = client.pb.RetrieveFilters(source_prefix=source, stability="volatile", language="es")
@@ -234,6 +237,25 @@ def test_retrieve_and_grounded_generation_over_grpc(retrieval):
         assert not plain.citations and answer.usage.prompt_tokens > plain.usage.prompt_tokens + 10
         *_, last = stub.GenerateStream(question, timeout=60, metadata=client.metadata(TOKEN))
         assert [c.source_id for c in last.citations] == [source] and last.finish_reason
+        # passages that would overflow the prompt limit (500 tokens) are left out, the worst first
+        wait_until(lambda: index.count(inbox.sid("news/relleno.txt")) >= 2, 120, "the long document indexed")
+        question.retrieval.k = 3
+        question.retrieval.filters.source_prefix = inbox.sid("news/")
+        trimmed = stub.Generate(question, timeout=60, metadata=client.metadata(TOKEN))
+        assert 1 <= len(trimmed.citations) < 3 and trimmed.usage.prompt_tokens <= 500, trimmed
         with pytest.raises(grpc.RpcError) as unauthenticated:
             stub.Generate(question, timeout=60)
         assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        # the command line: afina search, afina generate --retrieve
+        cli_env = {**os.environ, **env, "AFINA_INFERENCE_TOKEN": TOKEN}
+        found = subprocess.run([AFINA, "search", "inventario de Huesca", "--source-prefix", source, "--address",
+                                server.address], env=cli_env, capture_output=True, text=True, timeout=60)
+        assert found.returncode == 0 and source in found.stdout and "once de enero" in found.stdout, found.stderr
+        grounded = subprocess.run([AFINA, "generate", "--chat", "--retrieve", "--k", "1", "--max-new-tokens", "4",
+                                   "¿Cuándo es el inventario de Huesca?", "--address", server.address],
+                                  env=cli_env, capture_output=True, text=True, timeout=60)
+        assert grounded.returncode == 0 and f"[1] {source}" in grounded.stderr, grounded.stderr
+        empty = subprocess.run([AFINA, "search", " ", "--address", server.address], env=cli_env,
+                               capture_output=True, text=True, timeout=60)
+        assert empty.returncode == 1 and "INVALID_ARGUMENT: query: must not be empty" in empty.stderr

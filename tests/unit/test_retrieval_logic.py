@@ -11,7 +11,7 @@ from services.inference import stubs
 from services.inference.params import InvalidArgument, Limits, parse, parse_retrieve
 from services.normalizer.pipeline import normalize
 from services.normalizer.stability import StabilityRules, document_path, split_front_matter
-from services.retrieval.grounding import grounded_messages, question_with_passages
+from services.retrieval.grounding import grounded_messages
 from services.retrieval.index import Filters, fuse
 from services.retrieval.passages import from_rows, split_text
 
@@ -81,14 +81,15 @@ def test_filters_become_one_quoted_condition():
     assert sql == "language = 'es' AND stability = 'volatile' AND starts_with(source_id, 'folder:o''brien/')"
 
 
-def test_passages_go_into_the_last_user_message_best_last():
+def test_passages_go_into_the_system_message_best_first():
     messages = (("system", "Eres amable."), ("user", "hola"), ("assistant", "hola"), ("user", "¿Cuántos días?"))
     grounded = grounded_messages(messages, ["best: 45 días", "second"])
-    assert grounded[:3] == messages[:3]
-    content = grounded[3][1]
-    assert content.endswith("Question: ¿Cuántos días?")
-    assert content.index("[2] second") < content.index("[1] best: 45 días")
-    assert question_with_passages("q", []) == "q"
+    assert grounded[1:] == messages[1:] and grounded[0][0] == "system"
+    assert grounded[0][1].startswith("Eres amable.\n\n")
+    assert grounded[0][1].endswith("best: 45 días\n\nsecond")
+    bare = grounded_messages((("user", "¿Cuántos días?"),), ["45 días"])
+    assert bare[0] == ("system", "Use these passages to answer.\n\n45 días") and bare[1] == ("user", "¿Cuántos días?")
+    assert grounded_messages(messages, []) == messages
 
 
 def test_a_bad_search_is_an_invalid_argument_naming_the_field():
