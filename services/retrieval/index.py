@@ -131,9 +131,10 @@ class PassageIndex:
         self.embedder = embedder
         self.writer = writer
         self._text_index = False
-        interval = None if read_consistency_s is None else timedelta(seconds=read_consistency_s)
-        self.db = lancedb.connect(f"s3://{Bucket.INDEX}/lancedb", storage_options=storage_options(settings),
-                                  read_consistency_interval=interval)
+        self._connect = lambda: lancedb.connect(  # on first use: connecting lists the bucket, and a service
+            f"s3://{Bucket.INDEX}/lancedb", storage_options=storage_options(settings),  # must start without MinIO
+            read_consistency_interval=None if read_consistency_s is None else timedelta(seconds=read_consistency_s))
+        self._db = None
         self.name = settings.retrieval.table
         self._table = None
 
@@ -141,12 +142,14 @@ class PassageIndex:
     def table(self):
         """The table, created on first use; refused when another embedder built it."""
         if self._table is None:
+            if self._db is None:
+                self._db = self._connect()
             if self.writer:
-                self._table = self.db.create_table(self.name, schema=schema(self.embedder.dim, self.embedder.name),
+                self._table = self._db.create_table(self.name, schema=schema(self.embedder.dim, self.embedder.name),
                                                    exist_ok=True)
             else:
                 try:
-                    self._table = self.db.open_table(self.name)
+                    self._table = self._db.open_table(self.name)
                 except ValueError as exc:  # LanceDB's "Table ... was not found"
                     raise NotIndexedYet(f"no passages are indexed yet (table {self.name!r}): is the indexer "
                                         "running?") from exc

@@ -275,11 +275,14 @@ async def test_a_rejected_new_version_takes_the_older_text_out_of_the_dataset(lo
         results.wait_for(lambda: kinds(b) == ["DocumentRejected"], what="b rejected as a duplicate")
         await discover(local_stack, prefix, [corpus.Doc("a.txt", " ".join(str(rng.randrange(10**9))
                                                                           for _ in range(300)).encode())])
-        results.wait_for(lambda: kinds(a) == ["DocumentNormalized", "DocumentRejected"]
+        # the old version's tombstone is announced (the passage index drops its text too), then the rejection
+        results.wait_for(lambda: kinds(a) == ["DocumentNormalized", "DocumentNormalized", "DocumentRejected"]
                          and kinds(b) == ["DocumentRejected", "DocumentNormalized"], timeout_s=90,
                          what="a's new version rejected, b normalized again")
-    assert listing.newest(minio_client(local_stack), a).tombstone  # a's first text is in no snapshot any more
-    assert outcome(results, a)[1].reason is RejectReason.LOW_QUALITY
+    newest = listing.newest(minio_client(local_stack), a)
+    assert newest.tombstone  # a's first text is in no snapshot any more
+    assert outcome(results, a)[1].deleted and outcome(results, a)[1].part_key == newest.key
+    assert outcome(results, a)[2].reason is RejectReason.LOW_QUALITY
     assert part_text(local_stack, outcome(results, b)[1].part_key)[0] == part_text(
         local_stack, outcome(results, a)[0].part_key)[0]
 
