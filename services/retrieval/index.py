@@ -145,19 +145,20 @@ class PassageIndex:
             if self._db is None:
                 self._db = self._connect()
             if self.writer:
-                self._table = self._db.create_table(self.name, schema=schema(self.embedder.dim, self.embedder.name),
-                                                   exist_ok=True)
+                table = self._db.create_table(self.name, schema=schema(self.embedder.dim, self.embedder.name),
+                                              exist_ok=True)
             else:
                 try:
-                    self._table = self._db.open_table(self.name)
+                    table = self._db.open_table(self.name)
                 except ValueError as exc:  # LanceDB's "Table ... was not found"
                     raise NotIndexedYet(f"no passages are indexed yet (table {self.name!r}): is the indexer "
                                         "running?") from exc
-            built_by = (self._table.schema.metadata or {}).get(EMBEDDER_KEY, b"").decode()
-            if built_by != self.embedder.name:
+            built_by = (table.schema.metadata or {}).get(EMBEDDER_KEY, b"").decode()
+            if built_by != self.embedder.name:  # refused every time, not only the first
                 raise IncompatibleIndex(
                     f"the passage index {self.name!r} was built with {built_by!r}, not {self.embedder.name!r}: "
                     "set AFINA_RETRIEVAL_TABLE to a new table, which the indexer fills from the first document")
+            self._table = table
         return self._table
 
     def rows(self, source_id: str, source_key: str, sha256: str, language: str, stability: Stability,

@@ -110,3 +110,27 @@ def test_a_bad_search_is_an_invalid_argument_naming_the_field():
                                      retrieval=pb.Retrieval())
     with pytest.raises(InvalidArgument, match="^retrieval:"):
         parse(system_only, LIMITS)
+
+
+def test_a_table_of_another_embedder_is_refused_every_time_and_a_reader_does_not_create_one(tmp_path, monkeypatch):
+    import lancedb
+
+    from services.retrieval import index as passage_index
+    from services.settings import RetrievalSettings, Settings
+
+    connect = lancedb.connect
+    monkeypatch.setattr(passage_index.lancedb, "connect", lambda uri, **options: connect(
+        tmp_path, read_consistency_interval=options.get("read_consistency_interval")))
+
+    class Embedder:
+        def __init__(self, name: str) -> None:
+            self.name, self.dim = name, 4
+
+    settings = Settings(retrieval=RetrievalSettings(table="t"))
+    with pytest.raises(passage_index.NotIndexedYet, match="no passages are indexed yet"):
+        passage_index.PassageIndex(settings, Embedder("a")).table
+    assert passage_index.PassageIndex(settings, Embedder("a"), writer=True).count() == 0
+    other = passage_index.PassageIndex(settings, Embedder("b"))
+    for _ in range(2):
+        with pytest.raises(passage_index.IncompatibleIndex, match="built with 'a', not 'b'"):
+            other.table
