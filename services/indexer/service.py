@@ -34,7 +34,6 @@ BATCH_SECONDS = Histogram("afina_indexer_batch_seconds", "Time to index one batc
 ROWS = Gauge("afina_indexer_index_rows", "Rows in the passage index after this replica's last write")
 
 
-
 def group(settings: Settings) -> str:
     """The consumer group that fills a table: a new table starts from the first normalized event."""
     return f"afina-indexer-{settings.retrieval.table}"

@@ -87,6 +87,9 @@ class Hit:
     score: float
 
 
+HIT_COLUMNS = tuple(f for f in Hit.__dataclass_fields__ if f != "score")  # what a search reads back
+
+
 @dataclass(frozen=True)
 class DocumentPassages:
     """A document's passages to index, with their vectors; no passages: remove the document."""
@@ -193,24 +196,21 @@ class PassageIndex:
 
     def ranked(self, query: str, k: int, filters: Filters = Filters(), mode: Mode = Mode.HYBRID) -> list[Hit]:
         """The ``k`` passages that best answer ``query``."""
+        searches = []
+        if mode in (Mode.HYBRID, Mode.VECTOR):
+            searches.append(self.table.search(self.embedder.query(query), vector_column_name="vector")
+                            .distance_type("cosine"))
+        if mode in (Mode.HYBRID, Mode.TEXT) and self._has_text_index():
+            searches.append(self.table.search(MatchQuery(query, "text"), query_type="fts"))
         where = filters.sql()
-        columns = ["id", "source_id", "sha256", "chunk", "passage", "section", "text", "language", "stability"]
         found: dict[str, dict] = {}
         rankings = []
-        if mode in (Mode.HYBRID, Mode.VECTOR):
-            search = self.table.search(self.embedder.query(query), vector_column_name="vector").distance_type("cosine")
-            rows = (search.where(where, prefilter=True) if where else search).select(columns).limit(
+        for search in searches:
+            rows = (search.where(where, prefilter=True) if where else search).select(list(HIT_COLUMNS)).limit(
                 k * CANDIDATES).to_list()
             rankings.append([row["id"] for row in rows])
             found.update((row["id"], row) for row in rows)
-        if mode in (Mode.HYBRID, Mode.TEXT) and self._has_text_index():
-            search = self.table.search(MatchQuery(query, "text"), query_type="fts")
-            rows = (search.where(where, prefilter=True) if where else search).select(columns).limit(
-                k * CANDIDATES).to_list()
-            rankings.append([row["id"] for row in rows])
-            found.update((row["id"], row) for row in rows)
-        fused = fuse(rankings)[:k]
-        return [Hit(**{c: found[i][c] for c in columns}, score=score) for i, score in fused]
+        return [Hit(**{c: found[i][c] for c in HIT_COLUMNS}, score=score) for i, score in fuse(rankings)[:k]]
 
     def _has_text_index(self) -> bool:
         if not self._text_index:  # once built it stays: ask storage only until then
