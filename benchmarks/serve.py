@@ -6,7 +6,10 @@ stack's registry, against the same generation called in this process:
 - our decoding loop against transformers' `model.generate` for the same greedy request, in-process;
 - throughput with 8 concurrent clients, the server batching (AFINA_INFERENCE_MAX_BATCH=8) against
   not (=1), as a ratio (goal: >= 3x);
-- streaming time to first token (client side) and the server's own count.
+- streaming time to first token (client side) and the server's own count;
+- the OpenAI-compatible HTTP API (`POST /v1/completions` through the official `openai` client) against
+  gRPC `Generate` for the same greedy generation, interleaved, as a ratio; its streaming time to first
+  token; and its throughput with the same concurrent clients.
 
     .venv/bin/python benchmarks/serve.py [--requests 30] [--tokens 64] [--clients 8] [--seconds 10]
 
@@ -53,9 +56,10 @@ def percentile(values: list[float], q: float) -> float:
 
 @contextmanager
 def server(settings: Settings, work: Path, max_batch: int):
-    port = free_port()
+    port, http_port = free_port(), free_port()
     log = work / f"serve-batch{max_batch}.log"
     env = {**os.environ, "AFINA_STATE_DIR": str(settings.state_dir), "AFINA_INFERENCE_ADDRESS": f"127.0.0.1:{port}",
+           "AFINA_INFERENCE_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
            "AFINA_INFERENCE_METRICS_PORT": "0", "AFINA_INFERENCE_MAX_BATCH": str(max_batch)}
     with log.open("wb") as out:
         proc = subprocess.Popen([AFINA, "serve"], env=env, stdout=out, stderr=out)
@@ -65,7 +69,7 @@ def server(settings: Settings, work: Path, max_batch: int):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"afina serve did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}/v1"
     finally:
         proc.terminate()
         proc.wait(30)
@@ -110,6 +114,34 @@ def over_grpc(stub, tokens: int) -> float:
     return elapsed
 
 
+def openai_client(url: str):
+    import openai
+
+    return openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+
+
+def over_http(api, tokens: int) -> float:
+    started = time.perf_counter()
+    answer = api.completions.create(model="champion", prompt=PROMPT, max_tokens=tokens, temperature=0,
+                                    extra_body={"ignore_eos": True})
+    elapsed = time.perf_counter() - started
+    assert answer.usage.completion_tokens == tokens
+    return elapsed
+
+
+def http_first_token(api, requests: int, tokens: int) -> list[float]:
+    firsts = []
+    for seed in range(requests):
+        started = time.perf_counter()
+        first = None
+        for chunk in api.completions.create(model="champion", prompt=PROMPT, max_tokens=tokens, seed=seed,
+                                            stream=True, extra_body={"ignore_eos": True}):
+            if first is None and chunk.choices and chunk.choices[0].text:
+                first = time.perf_counter() - started
+        firsts.append(first)
+    return firsts
+
+
 def hf_generate(engine: Engine, tokens: int) -> float:
     import torch
 
@@ -123,13 +155,26 @@ def hf_generate(engine: Engine, tokens: int) -> float:
     return elapsed
 
 
-def throughput(address: str, clients: int, seconds: float, tokens: int) -> tuple[float, int, int]:
-    """Tokens per second of `clients` callers sending back to back for `seconds`; and the calls, failures."""
+def throughput(address: str, clients: int, seconds: float, tokens: int, http: str = "") -> tuple[float, int, int]:
+    """Tokens per second of `clients` callers sending back to back for `seconds` (over gRPC, or over
+    the OpenAI-compatible API at `http`); and the calls, failures."""
     done: list[int] = []
     failed: list[str] = []
     stop = threading.Event()
 
     def caller(seed: int) -> None:
+        if http:
+            import openai
+
+            api = openai_client(http)
+            while not stop.is_set():
+                try:
+                    answer = api.completions.create(model="champion", prompt=PROMPT, max_tokens=tokens, seed=seed,
+                                                    temperature=0.8, extra_body={"ignore_eos": True})
+                    done.append(answer.usage.completion_tokens)
+                except openai.OpenAIError as exc:
+                    failed.append(type(exc).__name__)
+            return
         with client.channel(address) as channel:
             stub = client.pb_grpc.InferenceServiceStub(channel)
             while not stop.is_set():
@@ -198,7 +243,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> None:
           f"({parameters / 1e6:.1f} M parameters), {args.tokens} tokens per request, "
           f"torch threads {settings.inference.torch_threads}")
 
-    with server(settings, work, max_batch=8) as address:
+    with server(settings, work, max_batch=8) as (address, http):
         with client.channel(address) as channel:
             stub = client.pb_grpc.InferenceServiceStub(channel)
             for _ in range(3):  # warm both paths
@@ -220,8 +265,27 @@ def measure(args: argparse.Namespace, settings: Settings) -> None:
             print(f"streaming time to first token: p50 {statistics.median(client_side) * 1000:.1f} ms, "
                   f"p90 {percentile(client_side, 0.9) * 1000:.1f} ms (client side); "
                   f"server's first token p50 {statistics.median(server_side) * 1000:.1f} ms")
+            api = openai_client(http)
+            for _ in range(3):
+                over_http(api, args.tokens)
+            http_s, grpc_again = [], []
+            for _ in range(args.requests):  # interleaved, as above
+                http_s.append(over_http(api, args.tokens))
+                grpc_again.append(over_grpc(stub, args.tokens))
+            http_ratio = statistics.median(h / g for h, g in zip(http_s, grpc_again, strict=True))
+            print(f"one request: HTTP /v1/completions (openai client) p50 {statistics.median(http_s) * 1000:.1f} ms, "
+                  f"gRPC Generate p50 {statistics.median(grpc_again) * 1000:.1f} ms -> HTTP/gRPC {http_ratio:.3f} "
+                  f"({(http_ratio - 1) * 100:+.1f}%)")
+            http_first = http_first_token(api, max(10, args.requests // 2), args.tokens)
+            print(f"HTTP streaming (server-sent events) time to first token: p50 "
+                  f"{statistics.median(http_first) * 1000:.1f} ms, p90 {percentile(http_first, 0.9) * 1000:.1f} ms "
+                  f"(gRPC stream p50 {statistics.median(client_side) * 1000:.1f} ms)")
         batched, calls_on, failed_on = throughput(address, args.clients, args.seconds, args.tokens)
-    with server(settings, work, max_batch=1) as address:
+        over_http_tps, calls_http, failed_http = throughput(address, args.clients, args.seconds, args.tokens, http)
+        print(f"throughput over HTTP, {args.clients} concurrent clients: {over_http_tps:.0f} tokens/s ({calls_http} calls)"
+              f", gRPC {batched:.0f} tokens/s -> HTTP/gRPC {over_http_tps / batched:.2f}"
+              + (f"; failed calls {failed_http}" if failed_http else ""))
+    with server(settings, work, max_batch=1) as (address, _):
         single, calls_off, failed_off = throughput(address, args.clients, args.seconds, args.tokens)
     print(f"throughput, {args.clients} concurrent clients for {args.seconds:.0f} s: batching on {batched:.0f} tokens/s "
           f"({calls_on} calls), off {single:.0f} tokens/s ({calls_off} calls) -> {batched / single:.2f}x (goal >= 3x)"

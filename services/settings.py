@@ -160,6 +160,8 @@ class InferenceSettings(BaseSettings):
     model_config = _slice("AFINA_INFERENCE_")
 
     address: str = Field("127.0.0.1:50051", description="gRPC address the inference service listens on.")
+    http_address: str = Field(
+        "127.0.0.1:8000", description="Address of the OpenAI-compatible HTTP API served beside gRPC ('' for none).")
     token: str = Field("", description="Bearer token callers must send ('' for none).")
     tls_cert: Path | None = Field(None, description="TLS certificate (PEM); with the key, gRPC over TLS.")
     tls_key: Path | None = Field(None, description="TLS private key (PEM).")

@@ -160,6 +160,7 @@ def sibling_env(settings: Settings, state_dir: Path, port_offset: int) -> dict[s
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         # the services' ports: free ones now, as the usual ones may be taken by the first stack's services
         "AFINA_INFERENCE_ADDRESS": f"127.0.0.1:{free_port()}",
+        "AFINA_INFERENCE_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
         "AFINA_CONNECTOR_METRICS_PORT": str(free_port()),
         "AFINA_NORMALIZER_METRICS_PORT": str(free_port()),
         "AFINA_INFERENCE_METRICS_PORT": str(free_port()),

@@ -17,6 +17,10 @@ BATCH_SIZE = Histogram("afina_inference_batch_size", "Requests generated togethe
                        buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32))
 SERVING_VERSION = Gauge("afina_inference_serving_version", "The champion version served (-1: none yet)")
 LOADED_ADAPTERS = Gauge("afina_inference_loaded_adapters", "Adapter versions in memory")
+HTTP_REQUESTS = Counter("afina_inference_http_requests_total", "OpenAI-compatible HTTP requests by route and status",
+                        ["path", "status"])
+HTTP_SECONDS = Histogram("afina_inference_http_request_seconds", "OpenAI-compatible HTTP request duration (a stream: "
+                         "to its end)", ["path"], buckets=LATENCY_BUCKETS)
 SWAPS = Counter("afina_inference_swaps_total", "Champion switches")
 
 SERVING_VERSION.set(-1)

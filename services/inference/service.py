@@ -16,7 +16,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -28,11 +27,11 @@ from prometheus_client import start_http_server
 
 from services import registry
 from services.contracts import InvalidEvent, ModelPromoted, Topic, parse_event
-from services.inference import metrics, stubs
+from services.inference import metrics, openai_api, stubs
 from services.inference.batching import QueueFull
-from services.inference.generation import Finish, Job, Result
+from services.inference.calls import Calls, DeadlineExceeded
+from services.inference.generation import Result
 from services.inference.models import (
-    Lease,
     LoadFailed,
     Models,
     NotServable,
@@ -43,18 +42,12 @@ from services.inference.models import (
 )
 from services.inference.params import (
     InvalidArgument,
-    Limits,
-    Search,
-    check_prompt_length,
-    longest_prompt,
-    parse,
     parse_retrieve,
 )
 from services.lifecycle import retry_forever, run_until_stopped
 from services.messaging import kafka_broker
 from services.registry import ModelCard
 from services.retrieval import embed
-from services.retrieval.grounding import grounded_messages, grounded_prompt
 from services.retrieval.index import Hit, IncompatibleIndex, PassageIndex
 from services.settings import Settings
 from services.storage import minio_client
@@ -66,10 +59,6 @@ SERVICE = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
 MAX_REQUEST_BYTES = 1 << 20  # a prompt of AFINA_INFERENCE_MAX_PROMPT_TOKENS fits many times over
 MAX_RESPONSE_BYTES = 4 << 20
 DRAIN_S = 30.0  # how long calls in flight may take to finish after SIGTERM
-
-
-class DeadlineExceeded(Exception):
-    pass
 
 
 STATUS: dict[type[BaseException], grpc.StatusCode] = {
@@ -85,97 +74,31 @@ STATUS: dict[type[BaseException], grpc.StatusCode] = {
 }
 
 
-class CallSink:
-    """Where the generation thread leaves a call's text deltas and result, for the event loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, stream: bool) -> None:
-        self._loop = loop
-        self.result: asyncio.Future[Result] = loop.create_future()
-        self._deltas: asyncio.Queue[str | None] | None = asyncio.Queue() if stream else None
-
-    def delta(self, text: str) -> None:
-        if self._deltas is not None:
-            self._soon(self._deltas.put_nowait, text)
-
-    def done(self, result: Result) -> None:
-        self._soon(self._settle, result, None)
-
-    def failed(self, error: BaseException) -> None:
-        self._soon(self._settle, None, error)
-
-    def _soon(self, *call) -> None:
-        try:
-            self._loop.call_soon_threadsafe(*call)
-        except RuntimeError:  # the loop is closed: the server stopped, nobody is waiting
-            pass
-
-    def _settle(self, result: Result | None, error: BaseException | None) -> None:
-        if not self.result.done():
-            self.result.set_exception(error) if error else self.result.set_result(result)
-        if self._deltas is not None:
-            self._deltas.put_nowait(None)
-
-    async def deltas(self) -> AsyncIterator[str]:
-        while (text := await self._deltas.get()) is not None:
-            yield text
-
-
-@dataclass
-class Call:
-    job: Job
-    sink: CallSink
-    lease: Lease
-    citations: list[Hit]
-
-    @property
-    def version(self) -> int:
-        return self.lease.version
-
-    async def result(self) -> Result:
-        result = await self.sink.result
-        if result.finish is Finish.CANCELLED:
-            raise DeadlineExceeded("the call's deadline passed during generation")
-        return result
-
-
 class Servicer(pb_grpc.InferenceServiceServicer):
-    def __init__(self, settings: Settings, models: Models, index: PassageIndex | None = None) -> None:
-        self.models = models
-        self.index = index
-        retrieval = settings.retrieval
-        self.limits = Limits(settings.inference.max_new_tokens, settings.inference.max_prompt_tokens,
-                             retrieval.top_k, retrieval.max_k, retrieval.max_query_chars)
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
+        self.models = calls.models
 
     async def Generate(self, request, context):
-        async with self._answering("Generate", context), self._call(request, context, stream=False) as call:
+        async with self._answering("Generate", context), self._generation(request, context, stream=False) as call:
             result = await call.result()
             return pb.GenerateResponse(text=result.text, finish_reason=int(result.finish), usage=_usage(result),
-                                       model_version=call.version, timings=_timings(call.job, result),
+                                       model_version=call.version, timings=pb.Timings(**call.timings_ms(result)),
                                        citations=[_passage(hit) for hit in call.citations])
 
     async def GenerateStream(self, request, context):
-        async with self._answering("GenerateStream", context), self._call(request, context, stream=True) as call:
+        async with self._answering("GenerateStream", context), self._generation(request, context, stream=True) as call:
             async for delta in call.sink.deltas():
                 yield pb.GenerateStreamResponse(delta=delta, model_version=call.version)
             result = await call.result()
             yield pb.GenerateStreamResponse(model_version=call.version, finish_reason=int(result.finish),
-                                            usage=_usage(result), timings=_timings(call.job, result),
+                                            usage=_usage(result), timings=pb.Timings(**call.timings_ms(result)),
                                             citations=[_passage(hit) for hit in call.citations])
 
     async def Retrieve(self, request, context):
         async with self._answering("Retrieve", context):
-            hits = await self._retrieve(parse_retrieve(request, self.limits))
+            hits = await self.calls.retrieve(parse_retrieve(request, self.calls.limits))
             return pb.RetrieveResponse(passages=[_passage(hit) for hit in hits])
-
-    async def _retrieve(self, search: Search) -> list[Hit]:
-        if self.index is None:
-            raise Unavailable("this server has no passage index")
-        try:
-            return await asyncio.to_thread(self.index.ranked, search.query, search.k, search.filters)
-        except IncompatibleIndex:
-            raise
-        except Exception as exc:  # storage down, or no index written yet
-            raise Unavailable(f"the passage index cannot be searched now: {exc}") from exc
 
     async def ListModels(self, request, context):
         async with self._answering("ListModels", context):
@@ -199,39 +122,8 @@ class Servicer(pb_grpc.InferenceServiceServicer):
             snapshot_id=card.snapshot_id or "", metrics=card.metrics,
         )
 
-    @asynccontextmanager
-    async def _call(self, request, context, stream: bool) -> AsyncIterator[Call]:
-        """A generation call from its checks to its end: held on its version, queued, and on the
-        way out (answered, failed, cancelled) its generation stopped and its version released."""
-        arrived = time.monotonic()
-        params = parse(request, self.limits)
-        found = await self._retrieve(params.search) if params.search else []
-        lease = await self.models.acquire(params.version)
-        call = None
-        try:
-            # the most passages (best first) that leave the prompt within the limits; the call's own
-            # text must fit by itself
-            for kept in range(len(found), -1, -1):
-                citations = found[:kept]
-                grounded = _grounded(params, [hit.text for hit in citations])
-                prompt = lease.engine.encode(grounded)
-                if len(prompt) <= longest_prompt(self.limits, lease.engine.vocab.context) or kept == 0:
-                    break
-            check_prompt_length(len(prompt), self.limits, lease.engine.vocab.context)
-            params = grounded
-            remaining = context.time_remaining()
-            sink = CallSink(asyncio.get_running_loop(), stream)
-            job = Job(prompt, params.max_new_tokens, params.sampling, sink, params.stop, params.ignore_eos,
-                      deadline=arrived + remaining if remaining is not None else None, arrived=arrived)
-            lease.engine.submit(job, lease.version)
-            call = Call(job, sink, lease, citations)
-            yield call
-        finally:
-            if call is not None:
-                call.job.cancelled.set()  # a no-op once it is done; stops it when the caller went away
-                if call.sink.result.done() and not call.sink.result.cancelled():
-                    call.sink.result.exception()  # retrieved: no warning for a result nobody read
-            self.models.release(lease)
+    def _generation(self, request, context, stream: bool):
+        return self.calls.generation(request, context.time_remaining(), stream)
 
     @asynccontextmanager
     async def _answering(self, method: str, context) -> AsyncIterator[None]:
@@ -258,14 +150,6 @@ class Servicer(pb_grpc.InferenceServiceServicer):
             metrics.CALL_SECONDS.labels(method).observe(time.perf_counter() - started)
 
 
-def _grounded(params, passages: list[str]):
-    if not passages:
-        return params
-    if params.messages:
-        return replace(params, messages=grounded_messages(params.messages, passages))
-    return replace(params, prompt=grounded_prompt(params.prompt, passages))
-
-
 def _passage(hit: Hit):
     return pb.Passage(text=hit.text, source_id=hit.source_id, chunk=hit.chunk, score=hit.score, passage=hit.passage,
                       section=hit.section, sha256=hit.sha256, language=hit.language, stability=hit.stability)
@@ -273,15 +157,6 @@ def _passage(hit: Hit):
 
 def _usage(result: Result):
     return pb.Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
-
-
-def _timings(job: Job, result: Result):
-    first = (result.first_token_at - job.arrived) if result.first_token_at is not None else 0.0
-    if result.first_token_at is not None:
-        metrics.FIRST_TOKEN_SECONDS.observe(first)
-    return pb.Timings(queued_ms=(result.started - job.arrived) * 1000, first_token_ms=first * 1000,
-                      generation_ms=(result.finished_at - result.started) * 1000,
-                      total_ms=(time.monotonic() - job.arrived) * 1000)
 
 
 class BearerToken(grpc.aio.ServerInterceptor):
@@ -344,7 +219,8 @@ class InferenceService:
             champion=lambda: registry.alias_version(s3), fetch=lambda version: registry.fetch(s3, version, cache),
             card=lambda version: registry.read_card(s3, version), cards=lambda: registry.cards(s3)))
         # every search reads the table's newest version: a document indexed a moment ago is found
-        self.index = PassageIndex(settings, embed.load(settings.retrieval.embedding_model), read_consistency_s=0)
+        self.embedder = embed.load(settings.retrieval.embedding_model)
+        self.index = PassageIndex(settings, self.embedder, read_consistency_s=0)
         self.health = health.aio.HealthServicer()
         self.broker = kafka_broker(settings, "afina-inference")
         # every replica its own consumer group, from the earliest record: each sees every promotion
@@ -353,6 +229,7 @@ class InferenceService:
             self.on_promoted)
         self._promoted: asyncio.Event | None = None
         self.started_at = datetime.now(UTC)
+        self.calls = Calls(settings, self.models, self.index)
 
     def build_server(self) -> tuple[grpc.aio.Server, int]:
         token = self.settings.inference.token
@@ -362,7 +239,7 @@ class InferenceService:
                      ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
                      ("grpc.so_reuseport", 0)],  # a second server on the same port fails instead of sharing it
         )
-        pb_grpc.add_InferenceServiceServicer_to_server(Servicer(self.settings, self.models, self.index), server)
+        pb_grpc.add_InferenceServiceServicer_to_server(Servicer(self.calls), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection([SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         credentials = server_credentials(self.settings)
@@ -410,17 +287,27 @@ class InferenceService:
         for name in ("", SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         server, port = self.build_server()
+        http_address = self.settings.inference.http_address
+        http, http_socket = None, openai_api.bind(http_address) if http_address else None
         await server.start()
+        tasks = [asyncio.create_task(self._serve_champion()), asyncio.create_task(self._listen())]
+        if http_socket is not None:
+            http = openai_api.server(self.settings, self.calls, self.embedder)
+            tasks.append(asyncio.create_task(http.serve(sockets=[http_socket])))
         log.info("inference listening", extra={"address": self.settings.inference.address, "port": port,
+                                                "http": http_address or None,
                                                 "tls": self.settings.inference.tls_cert is not None,
                                                 "auth": bool(self.settings.inference.token)})
-        tasks = [asyncio.create_task(self._serve_champion()), asyncio.create_task(self._listen())]
         try:
             await asyncio.Event().wait()  # until SIGTERM or SIGINT cancels this
         finally:
             log.info("draining calls in flight", extra={"grace_s": DRAIN_S})
             await self.health.enter_graceful_shutdown()
+            if http is not None:
+                http.should_exit = True  # uvicorn stops accepting and waits for the calls it holds
             await server.stop(DRAIN_S)
+            if http is not None:
+                await asyncio.wait([tasks.pop()], timeout=DRAIN_S)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

