@@ -57,24 +57,31 @@ logger.apache.level = warn
 """
 
 
+def home(tools_dir: Path) -> Path:
+    return tools_dir / f"kafka-{KAFKA_VERSION}"
+
+
+def installed(tools_dir: Path) -> bool:
+    return (home(tools_dir) / ".complete").exists()
+
+
 def install(tools_dir: Path) -> Path:
     """Resolve the Kafka jars once into tools/kafka-<version>/libs (Maven caches the downloads)."""
     _java()
-    home = tools_dir / f"kafka-{KAFKA_VERSION}"
-    libs = home / "libs"
-    if (home / ".complete").exists():
+    libs = home(tools_dir) / "libs"
+    if installed(tools_dir):
         return libs
     mvn = require_tool(
         "mvn", "to fetch Kafka's jars from Maven Central", "Install Maven (Debian: apt-get install maven)."
     )
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "pom.xml").write_text(_POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
+    home(tools_dir).mkdir(parents=True, exist_ok=True)
+    (home(tools_dir) / "pom.xml").write_text(_POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
     run_checked(
         [mvn, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
         f"fetching Kafka {KAFKA_VERSION} jars with Maven",
-        cwd=home,
+        cwd=home(tools_dir),
     )
-    (home / ".complete").touch()
+    (home(tools_dir) / ".complete").touch()
     return libs
 
 

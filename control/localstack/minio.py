@@ -29,8 +29,12 @@ NOTIFY_ARN = f"arn:minio:sqs::{NOTIFY_TARGET}:kafka"
 INBOX_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
 
 
+def binary_path(tools_dir: Path) -> Path:
+    return tools_dir / f"minio-{MINIO_VERSION}" / "minio"
+
+
 def install(tools_dir: Path) -> Path:
-    binary = tools_dir / f"minio-{MINIO_VERSION}" / "minio"
+    binary = binary_path(tools_dir)
     if binary.exists():
         return binary
     go = require_tool(

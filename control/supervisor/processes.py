@@ -57,7 +57,7 @@ def _healthy(settings: Settings, spec: supervise.ServiceSpec) -> bool:
         return False
 
 
-def _supervisor(settings: Settings) -> ManagedProcess:
+def supervisor_process(settings: Settings) -> ManagedProcess:
     ports = [spec.metrics_port for spec in supervise.services(settings) if spec.metrics_port]
     return ManagedProcess(
         name="supervisor", state_dir=settings.state_dir, port=settings.inference.port,
@@ -90,7 +90,7 @@ def up(settings: Settings, echo: Callable[[str], None] = print, timeout_s: float
 
     localstack.up(settings, echo=echo)
     init_base(settings, echo=echo)
-    process = _supervisor(settings)
+    process = supervisor_process(settings)
     if process.pid() is None:
         process.check_ports_free()
         echo("starting the services (connector, normalizer x2, indexer, inference, tuning deployment) ...")
@@ -106,5 +106,5 @@ def up(settings: Settings, echo: Callable[[str], None] = print, timeout_s: float
 
 def down(settings: Settings) -> list[str]:
     """Stop the services, then the stack's servers that `up` started."""
-    stopped = ["services"] if _supervisor(settings).stop(timeout_s=45) else []
+    stopped = ["services"] if supervisor_process(settings).stop(timeout_s=45) else []
     return stopped + localstack.down(settings)
