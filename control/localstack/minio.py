@@ -7,6 +7,7 @@ pinned commit into tools/ (Go's module and build caches make a rebuild quick).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -33,7 +34,7 @@ def binary_path(tools_dir: Path) -> Path:
     return tools_dir / f"minio-{MINIO_VERSION}" / "minio"
 
 
-def install(tools_dir: Path) -> Path:
+def install(tools_dir: Path, echo: Callable[[str], None] | None = None) -> Path:
     binary = binary_path(tools_dir)
     if binary.exists():
         return binary
@@ -43,7 +44,7 @@ def install(tools_dir: Path) -> Path:
     run_checked(
         [go, "install", f"github.com/minio/minio@{MINIO_VERSION}"],
         f"building MinIO {MINIO_VERSION} with go install (first time only; a few minutes)",
-        env={"GOBIN": str(binary.parent)},
+        env={"GOBIN": str(binary.parent)}, echo=echo,
     )
     return binary
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,11 +140,28 @@ def require_tool(command: str, what_for: str, how_to_get: str) -> str:
     return path
 
 
-def run_checked(argv: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
-    """Run a set-up command; on failure raise with its output, so the reason is visible."""
-    proc = subprocess.run(
-        argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True
-    )
+def run_checked(argv: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                echo: Callable[[str], None] | None = None, every_s: float = 20) -> str:
+    """Run a set-up command; on failure raise with its output, so the reason is visible. With
+    ``echo``, say what runs and, every ``every_s`` while it does, how long it has taken."""
+    started, done = time.monotonic(), threading.Event()
+
+    def tell() -> None:
+        while not done.wait(every_s):
+            elapsed = int(time.monotonic() - started)
+            echo(f"  ... {what}: {elapsed // 60} min {elapsed % 60:02d} s so far")
+
+    if echo is not None:
+        echo(f"  {what} ...")
+        threading.Thread(target=tell, daemon=True).start()
+    try:
+        proc = subprocess.run(
+            argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True
+        )
+    finally:
+        done.set()
+    if echo is not None and proc.returncode == 0:
+        echo(f"  {what}: done in {time.monotonic() - started:.0f} s")
     if proc.returncode != 0:
         output = (proc.stdout + proc.stderr).strip().splitlines()[-30:]
         raise StackError(f"{what} failed (exit {proc.returncode}): {' '.join(argv)}\n" + "\n".join(output))

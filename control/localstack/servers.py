@@ -68,8 +68,8 @@ def up(settings: Settings, echo: Callable[[str], None] = print,
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     parts = {name: part for name, part in _parts(settings).items() if only is None or name in only}
     tools = settings.state_dir / "tools"
-    kafka.install(tools)
-    minio.install(tools)
+    kafka.install(tools, echo)
+    minio.install(tools, echo)
 
     # Check every port before starting anything, so a busy one leaves nothing half-started.
     to_start = [name for name, part in parts.items() if part.process.pid() is None]
