@@ -179,6 +179,17 @@ def indexer() -> None:
     run(Settings())
 
 
+@app.command("trigger")
+def trigger() -> None:
+    """Run the tuning trigger: a tuning run when enough new master data arrived (a Prefect event)."""
+    from services.trigger.service import run
+
+    logs.configure("trigger")
+    settings = Settings()
+    use_server(settings)
+    run(settings)
+
+
 datasets_app = typer.Typer(help="The dataset store in MinIO.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 

@@ -39,7 +39,7 @@ from services.lifecycle import is_transient
 from services.registry import TrainingSummary
 from services.settings import Settings
 from services.storage import minio_client
-from services.tuning import data, evaluate, gate, launch, lineage, promotion, report
+from services.tuning import arrivals, data, evaluate, gate, launch, lineage, promotion, report
 from services.tuning.lease import LeaseHeld, TuningLease, holder_name
 from services.tuning.train import TrainConfig
 
@@ -119,12 +119,16 @@ def promote(settings: Settings, version: int, champion: int) -> None:
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def tune(steps: int | None = None, learning_rate: float | None = None, force: bool = False) -> TuningOutcome:
+def tune(steps: int | None = None, learning_rate: float | None = None, force: bool = False,
+         why: str = "") -> TuningOutcome:
     """Fine-tune a candidate on the newest dataset snapshot and promote it if it beats the champion.
 
     steps, learning_rate: override the settings for this run. force: train even when nothing changed.
+    why: what started the run (the data trigger sets it: how much new master data arrived).
     One run at a time: a run that finds another holding the tuning lease is skipped.
     """
+    if why:
+        get_run_logger().info(f"started because: {why}")
     settings = Settings()
     client = minio_client(settings)
     champion_version = registry.alias_version(client)
@@ -210,9 +214,15 @@ def _skip(reason: str, frozen: snapshots.Snapshot, champion: int) -> TuningOutco
 
 
 def serve(settings: Settings) -> None:
-    """Serve the deployment: scheduled runs on the cron schedule, and runs asked for from the UI."""
+    """Serve the deployment: runs on the cron schedule, when enough new master data arrived (the
+    tuning trigger's event), and asked for from the UI; one at a time, across every runner."""
+    from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
 
+    arrived = DeploymentEventTrigger(
+        name="enough new master data", description="afina's tuning trigger measured enough new master data",
+        expect={arrivals.EVENT}, match={"prefect.resource.id": arrivals.RESOURCE},
+        parameters={"why": "{{ event.payload.reason }}"})
     tune.serve(name=DEPLOYMENT_NAME, schedules=[Cron(settings.tuning.schedule, timezone=settings.tuning.timezone)],
-               description="Fine-tune, evaluate, gate and promote on the newest dataset snapshot.",
-               tags=["afina"], limit=1)
+               triggers=[arrived], description="Fine-tune, evaluate, gate and promote on the newest dataset snapshot.",
+               tags=["afina"], limit=1, global_limit=1)

@@ -50,7 +50,8 @@ ROUTES: dict[Topic, Route] = {
     ),
     Topic.DOCUMENTS_NORMALIZED: Route(
         sends="the normalizer (a part written to the datasets bucket, or a tombstone for a deleted document)",
-        receives="the indexer (consumer group `afina-indexer-<table>`, from the earliest record, in batches)",
+        receives="the indexer (consumer group `afina-indexer-<table>`, from the earliest record, in batches); the "
+                 "tuning trigger (consumer group `afina-tuning-trigger`: it measures the new master data)",
         key="the document's source id",
     ),
     Topic.DOCUMENTS_REJECTED: Route(

@@ -80,6 +80,11 @@ class TuningSettings(BaseSettings):
         "smollm2-135m-instruct (from its PyPI package).",
     )
     schedule: str = Field("0 2 * * *", description="Cron schedule of the tuning deployment (default nightly).")
+    trigger_documents: int = Field(50, ge=0, description="Besides the schedule, a tuning run starts once this many new "
+                                   "or changed master documents arrived since the tuning last trained (0: off).")
+    trigger_tokens: int = Field(200_000, ge=0, description="... or once this many tokens of them arrived (0: off).")
+    trigger_cooldown_s: float = Field(3600, gt=0, description="After asking for a run, ask again on the same registry "
+                                      "state only this much later (a run that failed registers nothing).")
     timezone: str = Field("UTC", description="Time zone of the tuning schedule.")
     continue_training: bool = Field(
         True, validation_alias=AliasChoices("continue_training", "AFINA_TUNING_CONTINUE"),

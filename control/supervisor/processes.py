@@ -36,8 +36,13 @@ class ServiceStatus:
 
 def _address(settings: Settings, spec: supervise.ServiceSpec) -> str:
     metrics = f"metrics http://127.0.0.1:{spec.metrics_port}/metrics" if spec.metrics_port else ""
-    where = {"connector": f"inbox {settings.inbox_dir}", "inference": f"grpc {settings.inference.address}",
-             "tuning-flow": f"deployment afina-tuning/scheduled, cron '{settings.tuning.schedule}'"}
+    tuning = settings.tuning
+    where = {"connector": f"inbox {settings.inbox_dir}",
+             "inference": f"grpc {settings.inference.address}" + (
+                 f"  openai http://{settings.inference.http_address}/v1" if settings.inference.http_address else ""),
+             "tuning-flow": f"deployment afina-tuning/scheduled, cron '{tuning.schedule}'",
+             "tuning-trigger": f"a run at {tuning.trigger_documents or '-'} new master documents or "
+                               f"{tuning.trigger_tokens or '-'} tokens"}
     return "  ".join(part for part in (where.get(spec.name, ""), metrics) if part)
 
 

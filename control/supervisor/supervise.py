@@ -43,7 +43,7 @@ def services(settings: Settings) -> list[ServiceSpec]:
     return [ServiceSpec("connector", ["connector"], settings.connector.metrics_port), *normalizers,
             ServiceSpec("indexer", ["indexer"], settings.retrieval.metrics_port),
             ServiceSpec("inference", ["serve"], settings.inference.metrics_port),
-            ServiceSpec("tuning-flow", ["flows", "serve"])]
+            ServiceSpec("tuning-flow", ["flows", "serve"]), ServiceSpec("tuning-trigger", ["trigger"])]
 
 
 def status_file(settings: Settings) -> Path:

@@ -20,13 +20,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from kafka import KafkaProducer
 from transformers import PreTrainedTokenizerFast
 
 from control import localstack
 from services import registry
-from services.contracts import ModelPromoted, Topic
+from services.contracts import DocumentNormalized, ModelPromoted, Topic
 from services.storage import minio_client
-from tests.integration.harness import AFINA, EventLog, put_text_part, settings_from_env
+from services.tuning import arrivals
+from tests.integration.harness import AFINA, EventLog, afina_service, put_text_part, settings_from_env
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +231,51 @@ def test_rollback_gives_the_champion_back(tuning):
     previous = events.events[0].version
     assert registry.alias_version(tuning.s3) == previous != champion
     assert events.events[0].previous_version == champion
+
+
+def test_enough_new_master_data_starts_one_run_through_the_prefect_trigger(tuning, tmp_path):
+    """`afina trigger` beside the served deployment (`afina flows serve`): below the threshold no run
+    starts; at it, the Prefect automation starts one run that says why, trains and registers; a
+    document more on the new state starts none; the deployment's runs never overlap."""
+    threshold = arrivals.measure(tuning.s3, tuning.settings).documents + 3
+    env = {**tuning.env, "AFINA_TUNING_TRIGGER_DOCUMENTS": str(threshold), "AFINA_TUNING_TRIGGER_TOKENS": "0",
+           "AFINA_TUNING_STEPS": "4"}
+    champion, versions = registry.alias_version(tuning.s3), registry.versions(tuning.s3)
+    producer = KafkaProducer(bootstrap_servers=tuning.settings.kafka_bootstrap_servers)
+
+    def arrive(count: int) -> None:  # documents stored and announced, as the normalizer does
+        tuning.add_documents(count)
+        for n in range(tuning.documents - count, tuning.documents):
+            event = DocumentNormalized(source_id=f"tuning:doc-{n}.md", sha256=None, part_key="-")
+            producer.send(Topic.DOCUMENTS_NORMALIZED, event.model_dump_json().encode(), key=event.source_id.encode())
+        producer.flush()
+
+    def triggered() -> list[dict]:
+        return [run for run in tuning.flow_runs() if (run.get("created_by") or {}).get("type") == "AUTOMATION"]
+
+    try:
+        with afina_service(["flows", "serve"], env, tmp_path / "flows.log", ready="is being served", timeout_s=120), \
+                afina_service(["trigger"], env, tmp_path / "trigger.log", ready="tuning trigger ready"):
+            time.sleep(5)  # the trigger's consumer joins its group; the server loads the new automation
+            arrive(2)
+            time.sleep(8)
+            assert triggered() == [], "a run started below the threshold"
+            arrive(1)
+            deadline = time.monotonic() + 300
+            while not [r for r in triggered() if r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED")]:
+                assert time.monotonic() < deadline, (tmp_path / "trigger.log").read_text()[-3000:]
+                time.sleep(2)
+            run = triggered()[0]
+            assert run["state"]["type"] == "COMPLETED", run["state"]
+            assert run["created_by"]["display_value"] == "enough new master data"
+            assert run["parameters"]["why"].startswith(f"{threshold} new or changed master documents"), run["parameters"]
+            new = [v for v in registry.versions(tuning.s3) if v not in versions]
+            assert len(new) == 1 and registry.read_card(tuning.s3, new[0]).parent_version == champion
+            arrive(1)  # measured against the new version's snapshot: 1 is below the threshold
+            time.sleep(8)
+            assert len(triggered()) == 1
+    finally:
+        producer.close()
+    served = sorted((r for r in tuning.flow_runs() if r["deployment_id"] and r["start_time"] and r["end_time"]),
+                    key=lambda r: r["start_time"])
+    assert all(a["end_time"] <= b["start_time"] for a, b in zip(served, served[1:])), "two runs overlapped"

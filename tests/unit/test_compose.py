@@ -32,11 +32,11 @@ def test_compose_file_is_valid_and_complete():
     config = json.loads(result.stdout)
     services = config["services"]
     assert {"kafka", "minio", "prefect", "afina-init", "afina-base", "connector", "normalizer", "indexer",
-            "inference", "tuning-flow"} <= set(services)
+            "inference", "tuning-flow", "tuning-trigger"} <= set(services)
     assert services["normalizer"]["deploy"]["replicas"] == 2
     assert [services[name]["command"] for name in ("connector", "normalizer", "indexer", "inference",
-                                                    "tuning-flow")] == [
-        ["connector"], ["normalizer"], ["indexer"], ["serve"], ["flows", "serve"]]
+                                                    "tuning-flow", "tuning-trigger")] == [
+        ["connector"], ["normalizer"], ["indexer"], ["serve"], ["flows", "serve"], ["trigger"]]
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["minio"]["image"].startswith("minio/minio:")
     assert services["prefect"]["image"].startswith("prefecthq/prefect:3")
