@@ -193,9 +193,12 @@ def run(settings: Settings, echo: Callable[[str], None] = print) -> None:
     echo(f"  Prefect UI      {settings.prefect_api_url.removesuffix('/api')}")
     echo(f"  MinIO console   http://127.0.0.1:{settings.s3_console_port}  (login {settings.s3_access_key})")
     echo(f"  gRPC inference  {settings.inference.address}  e.g. .venv/bin/afina generate --chat \"How much does the Tramontana 2 tent cost?\"")
+    if settings.inference.http_address:
+        echo(f"  OpenAI API      http://{settings.inference.http_address}/v1  (model \"champion\"; any OpenAI client)")
     echo("Drop more files:  .venv/bin/afina drop FILE...   (or copy them into "
          f"{settings.inbox_dir}, or upload to the MinIO bucket 'inbox')")
-    echo("Tune now:         .venv/bin/afina tune        (the deployment also runs nightly)")
+    echo("Tune now:         .venv/bin/afina tune        (the deployment also runs nightly, and when "
+         f"{settings.tuning.trigger_documents} new master documents arrived)")
     echo("Search:           .venv/bin/afina search \"Día del Sendero\"   /   .venv/bin/afina generate --chat "
          "--retrieve \"¿Qué día es el inventario anual?\"")
     echo("Status / stop:    .venv/bin/afina status   /   .venv/bin/afina down")
