@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -547,3 +548,13 @@ def test_with_tls_a_plain_client_cannot_talk_and_the_cli_can_with_the_ca(secured
     refused = subprocess.run([AFINA, "generate", "La empresa", "--ca", str(cert)], env=env, capture_output=True,
                              text=True, timeout=60)
     assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+
+
+def test_with_tls_the_openai_compatible_api_is_https_with_the_same_token(secured):
+    server, cert = secured
+    https = server.http.replace("http://", "https://")
+    token = {"authorization": "Bearer s3cret"}
+    assert httpx.get(f"{https}/models", headers=token, verify=str(cert), timeout=10).json()["data"][0]["id"] == "champion"
+    assert httpx.get(f"{https}/models", verify=str(cert), timeout=10).status_code == 401
+    with pytest.raises(httpx.TransportError):  # plain HTTP is not served
+        httpx.get(f"{server.http}/models", headers=token, timeout=5)
