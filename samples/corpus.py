@@ -179,7 +179,7 @@ def hostile() -> list[Doc]:
         Doc("truncated.pdf", full_pdf[: len(full_pdf) // 2], rejected=RejectReason.CORRUPT),
         Doc("locked.pdf", make_pdf([[ES[0]]], encrypt=True), rejected=RejectReason.ENCRYPTED),
         Doc("bomb.docx", make_zip_bomb(), rejected=RejectReason.BOMB),
-        Doc("random.txt", os.urandom(4096), rejected=RejectReason.UNSUPPORTED),
+        Doc("random.txt", os.urandom(4096), rejected=RejectReason.CORRUPT),  # named as text, and is not
         Doc("bad-utf8.txt", b"\xc3\x28\xa0\xa1\x80\x81" * 100, rejected=RejectReason.LOW_QUALITY),
         Doc("html-really.pdf", b"<!doctype html><html><body><h1>404 Not Found</h1></body></html>",
             rejected=RejectReason.LOW_QUALITY),
@@ -191,7 +191,7 @@ def hostile() -> list[Doc]:
         Doc("broken.jsonl", b'{"messages": [{"role": "wizard"}]}\nnot json\n', rejected=RejectReason.CORRUPT),
         Doc("old.doc", ole, rejected=RejectReason.UNSUPPORTED),
         Doc("protected.docx", ole + "EncryptedPackage".encode("utf-16-le"), rejected=RejectReason.ENCRYPTED),
-        Doc("archive.docx", plain_zip.getvalue(), rejected=RejectReason.UNSUPPORTED),
+        Doc("archive.docx", plain_zip.getvalue(), rejected=RejectReason.CORRUPT),  # a ZIP, but no Word document
         Doc("broken.docx", broken_docx.getvalue(), rejected=RejectReason.CORRUPT),
         Doc("short.txt", b"Hola, esto es todo.", rejected=RejectReason.LOW_QUALITY),
         Doc("symbols.txt", ("$%&/()=?*+-_.:,;<>|#@" * 40).encode(), rejected=RejectReason.LOW_QUALITY),

@@ -41,6 +41,9 @@ _SIGNATURES: list[tuple[bytes, str]] = [
     (b"\x1f\x8b", "application/gzip"),
 ]
 _OOXML_PARTS = {"word/document.xml": DOCX, "xl/workbook.xml": XLSX, "ppt/presentation.xml": PPTX}
+# what a name says a file is (sniffing decides; this says what a damaged file was meant to be)
+_NAMED = {".pdf": PDF, ".docx": DOCX, ".html": HTML, ".htm": HTML, ".md": MARKDOWN, ".markdown": MARKDOWN,
+          ".txt": TEXT, ".text": TEXT, ".jsonl": JSONL, ".xlsx": XLSX, ".pptx": PPTX}
 _TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 
 
@@ -72,6 +75,11 @@ def sniff(head: bytes, name: str, whole: BinaryIO | None = None) -> str:
     if suffix in {".md", ".markdown"}:
         return MARKDOWN
     return TEXT
+
+
+def named(name: str) -> str | None:
+    """The media type a file's name claims, if it names one afina knows."""
+    return _NAMED.get(PurePosixPath(name).suffix.lower())
 
 
 def _zip_type(whole: BinaryIO) -> str:
@@ -113,7 +121,16 @@ def _looks_like_text(head: bytes) -> bool:
     if b"\x00" in head:
         return False
     controls = sum(1 for byte in head if byte < 32 and byte not in (9, 10, 12, 13, 27))
-    return controls <= len(head) // 100
+    # valid UTF-8 is text with a few stray controls (a BEL, a vertical tab); other bytes must be cleaner
+    return controls <= len(head) // (20 if _is_utf8(head) else 100)
+
+
+def _is_utf8(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"  # cut inside a character
+    return True
 
 
 def _decode_head(head: bytes) -> str:

@@ -149,7 +149,7 @@ def run_checked(argv: list[str], what: str, cwd: Path | None = None, env: dict[s
     def tell() -> None:
         while not done.wait(every_s):
             elapsed = int(time.monotonic() - started)
-            echo(f"  ... {what}: {elapsed // 60} min {elapsed % 60:02d} s so far")
+            echo(f"  ... still {what.split(' (')[0]}: {elapsed // 60} min {elapsed % 60:02d} s so far")
 
     if echo is not None:
         echo(f"  {what} ...")

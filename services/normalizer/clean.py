@@ -12,6 +12,8 @@ import ftfy
 _PAGE_NUMBER = re.compile(r"^\s*(?:page|p[aá]g(?:ina)?\.?|-)?\s*\d{1,4}\s*(?:(?:of|de|/)\s*\d{1,4})?\s*-?\s*$", re.I)
 _HYPHENATED = re.compile(r"(\w)-\n(\w)")  # "exam-\nple" → "example"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
+_TERMINAL_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")  # colours, titles
+_BREAKS = re.compile(r"[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")  # vertical tab, form feed, separators: line breaks
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 EDGE_LINES = 3  # headers and footers live in the first and last lines of a page
@@ -29,6 +31,7 @@ def clean_text(text: str) -> str:
 
 
 def _normalize(text: str) -> str:
+    text = _BREAKS.sub("\n", _TERMINAL_ESCAPE.sub("", text))  # before ftfy, which drops a vertical tab
     text = ftfy.fix_text(text, normalization="NFC")  # mojibake, broken entities, NFC
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)

@@ -72,3 +72,14 @@ def test_a_zip_whose_directory_is_too_large_is_not_read_into_memory(monkeypatch)
     monkeypatch.setattr(media, "MAX_ZIP_DIRECTORY_BYTES", 1024)  # 301 entries take ~14 KB
     assert media.sniff(many[:64], "x.docx", whole=io.BytesIO(many)) == media.ZIP
     assert opened == []
+
+
+def test_utf8_text_with_a_few_stray_control_characters_is_text():
+    line = "La tienda abre a las nueve.\x07 Política de \x1b[1mdevoluciones\x1b[0m:\x0b treinta días.\x0c\n"
+    assert media.sniff(line.encode()[: media.HEAD_BYTES], "notas.txt") == media.TEXT
+    assert media.sniff((line * 3).encode("cp1252"), "notas.txt") == media.BINARY  # not UTF-8: held stricter
+
+
+def test_the_name_says_what_a_file_claims_to_be():
+    assert [media.named(n) for n in ("a.DOCX", "b.pdf", "c.htm", "d.txt", "e.png", "f")] == [
+        media.DOCX, media.PDF, media.HTML, media.TEXT, None, None]

@@ -291,3 +291,35 @@ async def test_unacknowledged_outcomes_are_published_again_in_order(monkeypatch)
     await confirming
     assert published[3:] == [("s:0", True), ("s:1", True), ("s:2", True)]
     assert normalizer._unconfirmed == []
+
+
+def test_terminal_escapes_and_stray_controls_go_and_page_breaks_become_line_breaks():
+    raw = "Política de \x1b[1;31mdevoluciones\x1b[0m\x07 treinta días.\x0cSegunda página\x0bsigue"
+    assert clean.clean_text(raw) == "Política de devoluciones treinta días.\nSegunda página\nsigue"
+
+
+@pytest.mark.parametrize(("data", "name", "says"), [
+    (b"PK\x03\x04" + b"\x00" * 40, "truncated.docx", "ZIP container is damaged or truncated"),
+    (None, "archive.docx", "ZIP archive without word/document.xml"),
+    (bytes(range(256)) * 8, "random.docx", "no ZIP container"),
+    (bytes(range(256)) * 8, "random.pdf", "no %PDF- header"),
+    (bytes(range(256)) * 8, "random.txt", "binary, not text"),
+])
+def test_a_file_named_as_a_format_afina_reads_but_not_in_it_is_corrupt_and_says_why(data, name, says):
+    import io
+    import zipfile
+
+    from services import media
+    from services.normalizer.extract import extract
+
+    if data is None:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("notes.txt", "hola")
+        data = buffer.getvalue()
+    with pytest.raises(Rejection) as rejected:
+        extract(data, media.sniff(data[: media.HEAD_BYTES], name, io.BytesIO(data)), name)
+    assert rejected.value.reason == RejectReason.CORRUPT and says in rejected.value.message, rejected.value.message
+    with pytest.raises(Rejection) as unnamed:  # the same bytes under no known name: unsupported
+        extract(data, media.sniff(data[: media.HEAD_BYTES], "blob", io.BytesIO(data)), "blob")
+    assert unnamed.value.reason == RejectReason.UNSUPPORTED

@@ -30,6 +30,32 @@ class Extracted:
     front_matter: dict = field(default_factory=dict)  # Markdown's YAML front matter
 
 
+LABELS = {media.PDF: "a PDF", media.DOCX: "a Word document (DOCX)", media.HTML: "an HTML page",
+          media.MARKDOWN: "a Markdown file", media.TEXT: "a text file", media.JSONL: "a JSON Lines file"}
+
+
+def not_what_it_is_named(data: bytes, name: str, named: str, found: str) -> str:
+    """What is wrong with a file whose name claims a format its bytes do not have."""
+    claim = f"{name!r} is named as {LABELS[named]}, but"
+    if named == media.DOCX and data.startswith(b"PK\x03\x04"):
+        import io
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            return f"{claim} its ZIP container is damaged or truncated ({exc})"
+        return f"{claim} it is a ZIP archive without word/document.xml, so no Word document"
+    if named == media.DOCX:
+        return f"{claim} its bytes are no ZIP container, which every DOCX is (they start with {data[:4].hex(' ')})"
+    if named == media.PDF:
+        return f"{claim} it has no %PDF- header (it starts with {data[:8]!r})"
+    if found == media.BINARY:
+        return f"{claim} its bytes are binary, not text (NUL bytes or many control characters)"
+    return f"{claim} its bytes are {found}"
+
+
 def extract(data: bytes, media_type: str, name: str) -> Extracted:
     from services.normalizer.extract import chat, docx, html, pdf, text
 
@@ -47,6 +73,8 @@ def extract(data: bytes, media_type: str, name: str) -> Extracted:
     if reader is None:
         if media_type == media.OLE:
             docx.reject_ole(data)
+        if media.named(name) in readers:  # named as a format afina reads, but its bytes are not that
+            raise Rejection(RejectReason.CORRUPT, not_what_it_is_named(data, name, media.named(name), media_type))
         raise Rejection(RejectReason.UNSUPPORTED, f"documents of type {media_type} are not supported")
     extracted = reader(data)
     if not extracted.examples and not any(page.strip() for page in extracted.pages):
