@@ -323,3 +323,28 @@ def test_a_file_named_as_a_format_afina_reads_but_not_in_it_is_corrupt_and_says_
     with pytest.raises(Rejection) as unnamed:  # the same bytes under no known name: unsupported
         extract(data, media.sniff(data[: media.HEAD_BYTES], "blob", io.BytesIO(data)), "blob")
     assert unnamed.value.reason == RejectReason.UNSUPPORTED
+
+
+HANDBOOK_PAGE = """<!DOCTYPE html><html><head><title>Handbook</title></head><body>
+<nav><ul><li><a href="/">Home</a></li><li><a href="/a">About us</a></li></ul></nav>
+<aside class="sidebar"><ul><li><a href="/x">Other handbook pages</a></li><li><a href="/y">Contact the team</a></li></ul></aside>
+<div class="cookie-note">We use cookies to improve your experience of this website, see our policy.</div>
+<div class="document"><div class="body" role="main"><h1>Returns policy</h1>
+<p>Customers can return any product within thirty days of purchase, with the receipt or the order number.</p>
+<div class="admonition note"><p class="admonition-title">Note</p><p>Products bought in the outlet can only be exchanged.</p></div>
+<p>Refunds are paid to the original payment method within five working days after the product arrives.</p>
+<aside class="tip"><p>Tip: keep the original box, or a returned product loses ten percent of its value.</p></aside>
+<div class="sidebar"><p>The returns desk is on the second floor, next to the lifts.</p></div>
+<p>Exchanges for another size are free and can be done in any shop of the company.</p>
+</div></div><footer><p>Copyright 2026 Company</p></footer></body></html>"""
+
+
+def test_html_keeps_the_pages_own_notes_tips_and_sidebars_but_not_navigation_or_banners():
+    from services.normalizer.extract import html
+
+    text = html.extract(HANDBOOK_PAGE.encode()).pages[0]
+    for sentence in ("thirty days of purchase", "outlet can only be exchanged", "loses ten percent",
+                     "second floor, next to the lifts", "five working days", "another size are free"):
+        assert sentence in text, f"{sentence!r} was dropped"
+    for boilerplate in ("Other handbook pages", "About us", "cookies", "Copyright"):
+        assert boilerplate not in text, f"{boilerplate!r} was kept"
