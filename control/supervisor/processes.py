@@ -98,7 +98,7 @@ def up(settings: Settings, echo: Callable[[str], None] = print, timeout_s: float
     process = supervisor_process(settings)
     if process.pid() is None:
         process.check_ports_free()
-        echo("starting the services (connector, normalizer x2, indexer, inference, tuning deployment) ...")
+        echo("starting the services (connector, normalizer x2, indexer, inference, tuning deployment and trigger) ...")
         process.start([str(Path(sys.executable).with_name("afina")), "supervise"])
     try:
         process.wait_healthy(timeout_s)

@@ -348,3 +348,35 @@ def test_html_keeps_the_pages_own_notes_tips_and_sidebars_but_not_navigation_or_
         assert sentence in text, f"{sentence!r} was dropped"
     for boilerplate in ("Other handbook pages", "About us", "cookies", "Copyright"):
         assert boilerplate not in text, f"{boilerplate!r} was kept"
+
+
+def two_page_pdf() -> bytes:
+    from fpdf import FPDF
+
+    made = FPDF()
+    for page in range(2):
+        made.add_page()
+        made.set_font("helvetica", size=12)
+        made.cell(text=f"Las devoluciones se aceptan durante treinta dias, pagina {page}.")
+    return bytes(made.output())
+
+
+def test_a_pdf_whose_xref_and_trailer_are_damaged_is_read_from_its_intact_objects():
+    from services.normalizer.extract import pdf
+
+    data = two_page_pdf()
+    objects_end, trailer = data.find(b"\nxref"), data.find(b"trailer")
+    damaged = {
+        "no table nor trailer": data[:objects_end],
+        "a trailer without its keyword": data[:trailer] + data[data.find(b"startxref"):],
+        "a trailer naming a missing root": data[:trailer] + b"trailer\n<< /Size 99 /Root 99 0 R >>\nstartxref\n"
+                                           + str(objects_end + 1).encode() + b"\n%%EOF\n",
+        "garbage for a table": data[:objects_end] + b"\nxref\n" + b"\x00\xff" * 200 + b"\n%%EOF",
+    }
+    for what, broken in damaged.items():
+        pages = pdf.extract(broken).pages
+        assert [p.strip() for p in pages] == [f"Las devoluciones se aceptan durante treinta dias, pagina {n}."
+                                              for n in (0, 1)], what
+    with pytest.raises(Rejection) as cut:  # cut inside an object: not read in part
+        pdf.extract(data[: objects_end - 30])
+    assert cut.value.reason == RejectReason.CORRUPT and "cut short" in cut.value.message

@@ -4,6 +4,7 @@ Pages without a text layer (scans) are read by Tesseract's OCR when it is instal
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +26,7 @@ def extract(data: bytes) -> Extracted:
     except pdfium.PdfiumError as exc:
         if "password" in str(exc).lower():
             raise Rejection(RejectReason.ENCRYPTED, "the PDF is protected with a password") from None
-        raise Rejection(RejectReason.CORRUPT, f"the PDF cannot be read ({exc})") from None
+        document = _with_rebuilt_xref(data, exc)
     try:
         if len(document) > MAX_PAGES:
             raise Rejection(RejectReason.TOO_LARGE, f"the PDF has {len(document)} pages, over {MAX_PAGES}")
@@ -47,6 +48,55 @@ def extract(data: bytes) -> Extracted:
         hint = "" if _tesseract() else "; install Tesseract (tesseract-ocr) to read scanned pages"
         raise Rejection(RejectReason.NO_TEXT, f"the PDF has no text layer and no readable text (a scan?){hint}")
     return Extracted(pages=pages)
+
+
+_OBJECT = re.compile(rb"(?<![0-9])(\d{1,10})[ \t\r\n]+(\d{1,5})[ \t\r\n]+obj\b")
+_CATALOG = re.compile(rb"/Type\s*/Catalog\b")
+
+
+def _with_rebuilt_xref(data: bytes, error: Exception) -> pdfium.PdfDocument:
+    """The PDF opened again with a cross-reference table and trailer rebuilt from its objects, as
+    other readers do: PDFium repairs a wrong table but not a missing or unreadable trailer."""
+    try:
+        rebuilt = rebuild_xref(data)
+    except Truncated as exc:
+        raise Rejection(RejectReason.CORRUPT, f"the PDF cannot be read ({error}): {exc}") from None
+    if rebuilt is not None:
+        try:
+            return pdfium.PdfDocument(rebuilt)
+        except pdfium.PdfiumError:
+            pass
+    raise Rejection(RejectReason.CORRUPT, f"the PDF cannot be read ({error}), and rebuilding its cross-reference "
+                                          "table from its objects did not help") from None
+
+
+class Truncated(ValueError):
+    pass
+
+
+def rebuild_xref(data: bytes) -> bytes | None:
+    """The PDF with a new cross-reference table and trailer after its last byte, found by scanning
+    for ``N G obj`` (the last definition of a number wins, as in an incremental update); None when
+    no object is the document catalog. Raises Truncated when the last object has no end: the file
+    was cut short, and what is missing cannot be told (its text is not read in part)."""
+    offsets: dict[int, tuple[int, int]] = {}
+    root = None
+    for found in _OBJECT.finditer(data):
+        number, generation = int(found.group(1)), int(found.group(2))
+        offsets[number] = (found.start(), generation)
+        end = data.find(b"endobj", found.end())
+        if end == -1:
+            raise Truncated(f"it is cut short: object {number} and all after it are missing")
+        if _CATALOG.search(data, found.end(), end):
+            root = (number, generation)
+    if root is None:
+        return None
+    body = data if data.endswith(b"\n") else data + b"\n"
+    size = max(offsets) + 1
+    rows = [b"0000000000 65535 f \n"] + [
+        b"%010d %05d n \n" % offsets[n] if n in offsets else b"0000000000 00000 f \n" for n in range(1, size)]
+    trailer = b"trailer\n<< /Size %d /Root %d %d R >>\nstartxref\n%d\n%%%%EOF\n" % (size, *root, len(body))
+    return body + b"xref\n0 %d\n" % size + b"".join(rows) + trailer
 
 
 @functools.cache
