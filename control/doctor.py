@@ -94,7 +94,7 @@ def run(settings: Settings) -> list[Check]:
         ("compose plugin", check_compose),
         ("grpcurl", lambda: check_built(
             "grpcurl", GRPCURL.exists(), GRPCURL, "make grpcurl (make test does it; only the tests use it)")),
-        ("tesseract", check_tesseract),
+        ("tesseract", lambda: check_tesseract(settings)),
     ]
     return [result for name, check in checks for result in _guarded(name, check)]
 
@@ -413,18 +413,17 @@ def check_compose() -> Check:
     return built
 
 
-def check_tesseract() -> Check:
-    """Optional: without it the normalizer rejects scanned PDF pages as no_text."""
-    from services.normalizer.extract.pdf import OCR_LANGUAGES
-
-    packages = " ".join(["tesseract-ocr", *(f"tesseract-ocr-{lang}" for lang in OCR_LANGUAGES)])
+def check_tesseract(settings: Settings) -> Check:
+    """Optional: without it the normalizer rejects scanned PDF pages and images as no_text."""
+    languages = settings.normalizer.ocr_languages.split("+")
+    packages = " ".join(["tesseract-ocr", *(f"tesseract-ocr-{lang}" for lang in languages)])
     fix = f"make ocr (Debian: apt-get install {packages})"
     path = shutil.which("tesseract")
     if path is None:
-        return Check("tesseract", False, "not found; scanned PDF pages will be rejected as no_text", fix,
+        return Check("tesseract", False, "not found; scanned PDF pages and images will be rejected as no_text", fix,
                      required=False)
     listed = _output([path, "--list-langs"]).split()
-    missing = [lang for lang in OCR_LANGUAGES if lang not in listed]
+    missing = [lang for lang in languages if lang not in listed]
     if missing:
         return Check("tesseract", False, f"{path}, without the languages {', '.join(missing)}", fix, required=False)
-    return Check("tesseract", True, f"{path} ({'+'.join(OCR_LANGUAGES)})")
+    return Check("tesseract", True, f"{path} ({'+'.join(languages)})")

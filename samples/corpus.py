@@ -81,8 +81,8 @@ def make_html(title: str, paragraphs: list[str]) -> bytes:
             f"<footer>© 2026 ACME. Todos los derechos reservados.</footer></body></html>").encode()
 
 
-def make_scanned_pdf(lines: list[str]) -> bytes:
-    """A PDF whose page is only an image of text, like a scan: no text layer."""
+def text_picture(lines: list[str]):
+    """A PIL image of the lines in black on white, like a scanned note."""
     from PIL import Image, ImageDraw, ImageFont
 
     image = Image.new("L", (1700, 300 + 90 * len(lines)), 255)
@@ -90,8 +90,21 @@ def make_scanned_pdf(lines: list[str]) -> bytes:
     font = ImageFont.load_default(size=44)
     for i, line in enumerate(lines):
         draw.text((100, 150 + 90 * i), line, fill=0, font=font)
+    return image
+
+
+def make_image(pages: list[list[str]], kind: str) -> bytes:
+    """An image file of each page's lines (kind: a Pillow format; TIFF holds several pages)."""
+    first, *rest = [text_picture(lines) for lines in pages]
+    out = io.BytesIO()
+    first.save(out, format=kind, **({"save_all": True, "append_images": rest} if rest else {}))
+    return out.getvalue()
+
+
+def make_scanned_pdf(lines: list[str]) -> bytes:
+    """A PDF whose page is only an image of text, like a scan: no text layer."""
     png = io.BytesIO()
-    image.save(png, format="PNG")
+    text_picture(lines).save(png, format="PNG")
     pdf = FPDF()
     pdf.add_page()
     pdf.image(png, x=0, y=0, w=210)
@@ -109,12 +122,81 @@ def scanned() -> Doc:
     return Doc("escaneo.pdf", make_scanned_pdf(OCR_LINES), rejected=RejectReason.NO_TEXT)
 
 
-def make_zip_bomb() -> bytes:
+NOTE_LINES = ["Nota: el inventario anual de la tienda empieza el lunes.", "Cada encargado revisa su propio almacén",
+              "y apunta las cajas que faltan en la hoja compartida del equipo."]
+SCAN_PAGES = [["Second page of the rota: the delivery van leaves at seven sharp.",
+               "Drivers sign the logbook before leaving the yard."],
+              ["Last page: fuel cards are kept in the office safe overnight.",
+               "Report any missing card to the logistics manager at once."]]
+
+
+def pictures() -> list[Doc]:
+    """A photographed note (JPEG) and a two-page scanned TIFF: read by OCR where Tesseract is
+    installed, else rejected as no_text."""
+    docs = [("nota.jpg", make_image([NOTE_LINES], "JPEG"), "es", ("inventario anual", "encargado revisa su propio")),
+            ("escaneo.tiff", make_image(SCAN_PAGES, "TIFF"), "en", ("delivery van leaves", "fuel cards are kept"))]
+    if shutil.which("tesseract"):
+        return [Doc(name, data, language, sentences) for name, data, language, sentences in docs]
+    return [Doc(name, data, rejected=RejectReason.NO_TEXT) for name, data, _, _ in docs]
+
+
+def make_zip_bomb(part: str = "word/document.xml") -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("[Content_Types].xml", "<Types/>")
-        archive.writestr("word/document.xml", b"\0" * (300 * 1024 * 1024))  # 300 MB of zeros, ~300 KB packed
+        archive.writestr(part, b"\0" * (300 * 1024 * 1024))  # 300 MB of zeros, ~300 KB packed
     return buffer.getvalue()
+
+
+def make_huge_png() -> bytes:
+    """A PNG of 100,000 x 100,000 pixels in a few kilobytes: its header is all a decoder needs to refuse."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + \
+        chunk(b"IEND", b"")
+
+
+def make_pptx(slides: list[tuple[str, list[str], str]], table: list[list[str]] | None = None) -> bytes:
+    """A deck of (title, bullet lines, speaker notes) slides; the table on the last slide."""
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    deck = Presentation()
+    for title, bullets, notes in slides:
+        slide = deck.slides.add_slide(deck.slide_layouts[1])  # title and content
+        slide.shapes.title.text = title
+        body = slide.placeholders[1].text_frame
+        body.text = bullets[0]
+        for line in bullets[1:]:
+            body.add_paragraph().text = line
+        slide.notes_slide.notes_text_frame.text = notes
+    if table:
+        frame = slide.shapes.add_table(len(table), len(table[0]), Inches(1), Inches(5), Inches(6), Inches(1))
+        for r, row in enumerate(table):
+            for c, value in enumerate(row):
+                frame.table.cell(r, c).text = value
+    out = io.BytesIO()
+    deck.save(out)
+    return out.getvalue()
+
+
+def make_xlsx(sheets: dict[str, list[list[object]]]) -> bytes:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.remove(book.active)
+    for name, rows in sheets.items():
+        sheet = book.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
 
 
 def good() -> list[Doc]:
@@ -148,6 +230,26 @@ def good() -> list[Doc]:
         ).encode(), "es", ("Para dudas sobre nóminas escribe a [EMAIL] o llama al [PHONE].",
                            "a la cuenta [IBAN] del empleado", "La tarjeta de empresa [CARD] solo",
                            "DNI [DNI], o NIE [NIE] si", "está en [IP] y solo")),
+        Doc("onboarding.pptx", make_pptx([
+            ("Welcome to ACME", ["New staff meet their mentor on the first Monday.",
+                                 "The security course must be finished within two weeks."],
+             "Remind everyone that badges are collected at the front desk."),
+            ("Your first month", ["Every team holds a review on the last Friday of the month."],
+             "The review takes thirty minutes and needs no slides."),
+        ], table=[["Week", "Goal"], ["One", "Laptop and accounts ready"]]),
+            "en", ("Welcome to ACME", "New staff meet their mentor on the first Monday.",
+                   "Remind everyone that badges are collected at the front desk.",
+                   "Every team holds a review on the last Friday of the month.",
+                   "| One | Laptop and accounts ready |")),
+        Doc("tarifas.xlsx", make_xlsx({
+            "Tarifas": [["Producto", "Precio (EUR)", "Notas"],
+                        ["Tienda de campaña Cumbre", 249, "Incluye dos estacas de repuesto para terreno duro."],
+                        ["Mochila Sendero 40", 89.5, "La garantía cubre las costuras durante cinco años."]],
+            "Envíos": [["Zona", "Plazo"], ["Península", "Dos días laborables desde la confirmación del pedido."],
+                       ["Islas Baleares", "Cuatro días laborables, con un suplemento de seis euros."]],
+        }), "es", ("| Tienda de campaña Cumbre | 249 | Incluye dos estacas de repuesto para terreno duro. |",
+                   "| Mochila Sendero 40 | 89.5 |", "Envíos",
+                   "| Islas Baleares | Cuatro días laborables, con un suplemento de seis euros. |")),
     ]
 
 
@@ -179,6 +281,8 @@ def hostile() -> list[Doc]:
         Doc("truncated.pdf", full_pdf[: len(full_pdf) // 2], rejected=RejectReason.CORRUPT),
         Doc("locked.pdf", make_pdf([[ES[0]]], encrypt=True), rejected=RejectReason.ENCRYPTED),
         Doc("bomb.docx", make_zip_bomb(), rejected=RejectReason.BOMB),
+        Doc("bomb.pptx", make_zip_bomb("ppt/presentation.xml"), rejected=RejectReason.BOMB),
+        Doc("bomb.xlsx", make_zip_bomb("xl/workbook.xml"), rejected=RejectReason.BOMB),
         Doc("random.txt", os.urandom(4096), rejected=RejectReason.CORRUPT),  # named as text, and is not
         Doc("bad-utf8.txt", b"\xc3\x28\xa0\xa1\x80\x81" * 100, rejected=RejectReason.LOW_QUALITY),
         Doc("html-really.pdf", b"<!doctype html><html><body><h1>404 Not Found</h1></body></html>",
@@ -195,5 +299,6 @@ def hostile() -> list[Doc]:
         Doc("broken.docx", broken_docx.getvalue(), rejected=RejectReason.CORRUPT),
         Doc("short.txt", b"Hola, esto es todo.", rejected=RejectReason.LOW_QUALITY),
         Doc("symbols.txt", ("$%&/()=?*+-_.:,;<>|#@" * 40).encode(), rejected=RejectReason.LOW_QUALITY),
-        Doc("image.png", b"\x89PNG\r\n\x1a\n" + os.urandom(200), rejected=RejectReason.UNSUPPORTED),
+        Doc("image.png", b"\x89PNG\r\n\x1a\n" + os.urandom(200), rejected=RejectReason.CORRUPT),
+        Doc("huge.png", make_huge_png(), rejected=RejectReason.BOMB),
     ]

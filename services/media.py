@@ -20,6 +20,8 @@ MAX_ZIP_ENTRIES = 10_000
 MAX_ZIP_DIRECTORY_BYTES = 4 << 20
 
 PDF = "application/pdf"
+PNG, JPEG, GIF, TIFF, WEBP = "image/png", "image/jpeg", "image/gif", "image/tiff", "image/webp"
+IMAGES = (PNG, JPEG, GIF, TIFF, WEBP)
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
@@ -35,15 +37,18 @@ BINARY = "application/octet-stream"
 _SIGNATURES: list[tuple[bytes, str]] = [
     (b"%PDF-", PDF),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", OLE),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF8", "image/gif"),
+    (b"\x89PNG\r\n\x1a\n", PNG),
+    (b"\xff\xd8\xff", JPEG),
+    (b"GIF8", GIF),
+    (b"II*\x00", TIFF),
+    (b"MM\x00*", TIFF),
     (b"\x1f\x8b", "application/gzip"),
 ]
 _OOXML_PARTS = {"word/document.xml": DOCX, "xl/workbook.xml": XLSX, "ppt/presentation.xml": PPTX}
 # what a name says a file is (sniffing decides; this says what a damaged file was meant to be)
 _NAMED = {".pdf": PDF, ".docx": DOCX, ".html": HTML, ".htm": HTML, ".md": MARKDOWN, ".markdown": MARKDOWN,
-          ".txt": TEXT, ".text": TEXT, ".jsonl": JSONL, ".xlsx": XLSX, ".pptx": PPTX}
+          ".txt": TEXT, ".text": TEXT, ".jsonl": JSONL, ".xlsx": XLSX, ".pptx": PPTX, ".png": PNG, ".jpg": JPEG,
+          ".jpeg": JPEG, ".tif": TIFF, ".tiff": TIFF}
 _TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 
 
@@ -60,6 +65,8 @@ def sniff(head: bytes, name: str, whole: BinaryIO | None = None) -> str:
     for signature, media_type in _SIGNATURES:
         if head.startswith(signature):
             return media_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return WEBP
     if head.startswith(b"PK\x03\x04"):
         return _zip_type(whole) if whole is not None else ZIP
     if not _looks_like_text(head):

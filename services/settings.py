@@ -62,6 +62,8 @@ class NormalizerSettings(BaseSettings):
         "retrieved, not fine-tuned. Markdown front matter 'stability: volatile' or 'master' overrides the rules.")
     volatile_patterns: str = Field(
         "", description="Glob patterns of volatile documents' paths inside the inbox, comma separated (e.g. '*/campaigns/*').")
+    ocr_languages: str = Field("spa+eng", description="Tesseract languages for scanned pages and images, '+' "
+                               "separated (those installed are used; install more with tesseract-ocr-<lang>).")
     metrics_port: int = Field(9102, ge=0, description="Prometheus metrics port (0: off).")
 
     @property

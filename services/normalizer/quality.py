@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 MIN_WORDS = 20
@@ -10,7 +11,12 @@ MAX_DUPLICATE_LINE_RATIO = 0.5
 MAX_MEAN_WORD_CHARS = 20
 
 
+# a Markdown table's syntax (cell separators, the header rule): the cells are the text
+_TABLE_SYNTAX = re.compile(r"(?<!\\)\||^\s*[-:| ]{3,}\s*$", re.M)
+
+
 def problem(text: str) -> str | None:
+    text = _TABLE_SYNTAX.sub(" ", text)
     words = text.split()
     if len(words) < MIN_WORDS:
         return f"too short: {len(words)} words (at least {MIN_WORDS})"

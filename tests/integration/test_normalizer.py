@@ -88,7 +88,8 @@ async def test_corpus_good_duplicate_and_hostile(local_stack, results, tmp_path)
     prefix = f"n{uuid.uuid4().hex[:10]}"
     with normalizer(local_stack, tmp_path):
         good_docs, bad_docs = corpus.good(), corpus.duplicates() + corpus.hostile()
-        (good_docs if corpus.scanned().rejected is None else bad_docs).append(corpus.scanned())
+        for doc in [corpus.scanned(), *corpus.pictures()]:
+            (good_docs if doc.rejected is None else bad_docs).append(doc)
         good = await discover(local_stack, prefix, good_docs)
         results.wait_for(lambda: all(outcome(results, s) for s in good), timeout_s=180, what="good documents")
         # duplicates of what is now in the dataset; hostile files; then one more good document

@@ -380,3 +380,12 @@ def test_a_pdf_whose_xref_and_trailer_are_damaged_is_read_from_its_intact_object
     with pytest.raises(Rejection) as cut:  # cut inside an object: not read in part
         pdf.extract(data[: objects_end - 30])
     assert cut.value.reason == RejectReason.CORRUPT and "cut short" in cut.value.message
+
+
+def test_a_markdown_table_is_judged_by_its_cells_not_its_pipes():
+    from services.normalizer.extract import tables
+
+    rows = [["Producto", "Precio", "Notas"]] + [[f"Artículo {n}", f"{n}9 EUR", f"Se envía en {n} días laborables "
+                                                 "a toda la península."] for n in range(1, 8)]
+    assert quality.problem(tables.markdown_table(rows)) is None
+    assert quality.problem(tables.markdown_table([["1", "2", "3"]] * 30)) is not None  # digits, not prose

@@ -31,13 +31,18 @@ class Extracted:
 
 
 LABELS = {media.PDF: "a PDF", media.DOCX: "a Word document (DOCX)", media.HTML: "an HTML page",
-          media.MARKDOWN: "a Markdown file", media.TEXT: "a text file", media.JSONL: "a JSON Lines file"}
+          media.MARKDOWN: "a Markdown file", media.TEXT: "a text file", media.JSONL: "a JSON Lines file",
+          media.PPTX: "a PowerPoint presentation (PPTX)", media.XLSX: "an Excel workbook (XLSX)",
+          **{kind: f"an image ({kind.removeprefix('image/').upper()})" for kind in media.IMAGES}}
+
+
+ZIPPED = {media.DOCX: "word/document.xml", media.PPTX: "ppt/presentation.xml", media.XLSX: "xl/workbook.xml"}
 
 
 def not_what_it_is_named(data: bytes, name: str, named: str, found: str) -> str:
     """What is wrong with a file whose name claims a format its bytes do not have."""
     claim = f"{name!r} is named as {LABELS[named]}, but"
-    if named == media.DOCX and data.startswith(b"PK\x03\x04"):
+    if named in ZIPPED and data.startswith(b"PK\x03\x04"):
         import io
         import zipfile
 
@@ -46,9 +51,9 @@ def not_what_it_is_named(data: bytes, name: str, named: str, found: str) -> str:
                 archive.namelist()
         except (zipfile.BadZipFile, EOFError, OSError) as exc:
             return f"{claim} its ZIP container is damaged or truncated ({exc})"
-        return f"{claim} it is a ZIP archive without word/document.xml, so no Word document"
-    if named == media.DOCX:
-        return f"{claim} its bytes are no ZIP container, which every DOCX is (they start with {data[:4].hex(' ')})"
+        return f"{claim} it is a ZIP archive without {ZIPPED[named]}"
+    if named in ZIPPED:
+        return f"{claim} its bytes are no ZIP container, which every Office file is (they start with {data[:4].hex(' ')})"
     if named == media.PDF:
         return f"{claim} it has no %PDF- header (it starts with {data[:8]!r})"
     if found == media.BINARY:
@@ -57,17 +62,20 @@ def not_what_it_is_named(data: bytes, name: str, named: str, found: str) -> str:
 
 
 def extract(data: bytes, media_type: str, name: str) -> Extracted:
-    from services.normalizer.extract import chat, docx, html, pdf, text
+    from services.normalizer.extract import chat, docx, html, image, pdf, pptx, text, xlsx
 
     if not data.strip():
         raise Rejection(RejectReason.EMPTY, "the document is empty")
     readers = {
         media.PDF: pdf.extract,
         media.DOCX: docx.extract,
+        media.PPTX: pptx.extract,
+        media.XLSX: xlsx.extract,
         media.HTML: html.extract,
         media.MARKDOWN: text.extract_markdown,
         media.TEXT: text.extract,
         media.JSONL: chat.extract,
+        **{kind: image.extract for kind in media.IMAGES},
     }
     reader = readers.get(media_type)
     if reader is None:

@@ -1,9 +1,8 @@
-"""DOCX paragraphs, tables, headers and footers with python-docx, after a ZIP bomb check."""
+"""DOCX paragraphs, tables, headers and footers with python-docx, after the ZIP bomb check."""
 
 from __future__ import annotations
 
 import io
-import zipfile
 
 import docx
 from docx.document import Document
@@ -11,13 +10,12 @@ from docx.oxml.ns import qn
 
 from services.contracts import RejectReason
 from services.normalizer.extract import Extracted, Rejection
-
-MAX_UNPACKED_BYTES = 200 * 1024 * 1024
-MAX_RATIO = 200  # compression ratios past this are bombs, not documents
+from services.normalizer.extract.tables import markdown_table
+from services.normalizer.extract.zipped import check_zip
 
 
 def extract(data: bytes) -> Extracted:
-    _check_zip(data)
+    check_zip(data, "DOCX")
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises many kinds on malformed parts
@@ -35,21 +33,6 @@ def reject_ole(data: bytes) -> None:
     raise Rejection(RejectReason.UNSUPPORTED, "legacy Word/Excel files (.doc, .xls) are not supported; save as .docx")
 
 
-def _check_zip(data: bytes) -> None:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            infos = archive.infolist()
-    except zipfile.BadZipFile as exc:
-        raise Rejection(RejectReason.CORRUPT, f"the DOCX is not a valid ZIP container ({exc})") from None
-    unpacked = sum(info.file_size for info in infos)
-    packed = max(1, sum(info.compress_size for info in infos))
-    if unpacked > MAX_UNPACKED_BYTES or unpacked / packed > MAX_RATIO:
-        raise Rejection(
-            RejectReason.BOMB,
-            f"the DOCX would unpack to {unpacked} bytes from {packed} (a ZIP bomb); not opened",
-        )
-
-
 def _body_text(document: Document) -> str:
     """Paragraphs and tables in reading order."""
     out = []
@@ -57,9 +40,9 @@ def _body_text(document: Document) -> str:
         if child.tag == qn("w:p"):
             out.append("".join(node.text or "" for node in child.iter(qn("w:t"))))
         elif child.tag == qn("w:tbl"):
-            for row in child.iter(qn("w:tr")):
-                cells = ["".join(t.text or "" for t in cell.iter(qn("w:t"))) for cell in row.iter(qn("w:tc"))]
-                out.append(" | ".join(c.strip() for c in cells))
+            rows = [["".join(t.text or "" for t in cell.iter(qn("w:t"))) for cell in row.iter(qn("w:tc"))]
+                    for row in child.iter(qn("w:tr"))]
+            out += ["", markdown_table(rows), ""]
     return "\n".join(out)
 
 

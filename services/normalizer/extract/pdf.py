@@ -3,20 +3,14 @@ Pages without a text layer (scans) are read by Tesseract's OCR when it is instal
 
 from __future__ import annotations
 
-import functools
 import re
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pypdfium2 as pdfium
 
 from services.contracts import RejectReason
-from services.normalizer.extract import Extracted, Rejection
+from services.normalizer.extract import Extracted, Rejection, ocr
 
 MAX_PAGES = 5000
-OCR_LANGUAGES = ("spa", "eng")
 OCR_DPI = 300
 
 
@@ -38,15 +32,15 @@ def extract(data: bytes) -> Extracted:
             # lines itself: dropping the marker restores the word.
             text = textpage.get_text_range().replace("\ufffe", "")
             textpage.close()
-            if not text.strip() and _tesseract() is not None:
-                text = _ocr(page)
+            if not text.strip() and ocr.tesseract() is not None:
+                text = ocr.read(page.render(scale=OCR_DPI / 72).to_pil())
             page.close()
             pages.append(text)
     finally:
         document.close()
     if not any(page.strip() for page in pages):
-        hint = "" if _tesseract() else "; install Tesseract (tesseract-ocr) to read scanned pages"
-        raise Rejection(RejectReason.NO_TEXT, f"the PDF has no text layer and no readable text (a scan?){hint}")
+        raise Rejection(RejectReason.NO_TEXT,
+                        f"the PDF has no text layer and no readable text (a scan?){ocr.missing_hint()}")
     return Extracted(pages=pages)
 
 
@@ -97,25 +91,3 @@ def rebuild_xref(data: bytes) -> bytes | None:
         b"%010d %05d n \n" % offsets[n] if n in offsets else b"0000000000 00000 f \n" for n in range(1, size)]
     trailer = b"trailer\n<< /Size %d /Root %d %d R >>\nstartxref\n%d\n%%%%EOF\n" % (size, *root, len(body))
     return body + b"xref\n0 %d\n" % size + b"".join(rows) + trailer
-
-
-@functools.cache
-def _tesseract() -> tuple[str, str] | None:
-    """The tesseract binary and the languages to read with, or None when it is not installed."""
-    binary = shutil.which("tesseract")
-    if binary is None:
-        return None
-    listed = subprocess.run([binary, "--list-langs"], capture_output=True, text=True).stdout.split()
-    languages = [lang for lang in OCR_LANGUAGES if lang in listed] or ["eng"]
-    return binary, "+".join(languages)
-
-
-def _ocr(page: pdfium.PdfPage) -> str:
-    binary, languages = _tesseract()
-    image = page.render(scale=OCR_DPI / 72).to_pil()
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "page.png"
-        image.save(path)
-        result = subprocess.run([binary, str(path), "stdout", "-l", languages, "--psm", "3"],
-                                capture_output=True, text=True)
-    return result.stdout if result.returncode == 0 else ""
