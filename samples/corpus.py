@@ -140,9 +140,11 @@ def pictures() -> list[Doc]:
     return [Doc(name, data, rejected=RejectReason.NO_TEXT) for name, data, _, _ in docs]
 
 
-def make_zip_bomb(part: str = "word/document.xml") -> bytes:
+def make_zip_bomb(part: str = "word/document.xml", mimetype: str | None = None) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        if mimetype:  # an OpenDocument file or an EPUB says what it is in its first member
+            archive.writestr("mimetype", mimetype)
         archive.writestr("[Content_Types].xml", "<Types/>")
         archive.writestr(part, b"\0" * (300 * 1024 * 1024))  # 300 MB of zeros, ~300 KB packed
     return buffer.getvalue()
@@ -183,6 +185,67 @@ def make_pptx(slides: list[tuple[str, list[str], str]], table: list[list[str]] |
     out = io.BytesIO()
     deck.save(out)
     return out.getvalue()
+
+
+def make_odf(kind: str, blocks: list[tuple[str, object]]) -> bytes:
+    """An OpenDocument file (kind: text, spreadsheet or presentation) of ("h"|"p"|"list"|"table"|"slide", value)."""
+    from odfdo import Document, DrawPage, Frame, Header, List, Paragraph, Table
+
+    document = Document(kind)
+    body = document.body
+    if kind != "text":
+        body.clear()
+    for n, (what, value) in enumerate(blocks):
+        if what == "h":
+            body.append(Header(1, value))
+        elif what == "p":
+            body.append(Paragraph(value))
+        elif what == "list":
+            body.append(List(value))
+        elif what == "table":
+            name, rows = value
+            table = Table(name, width=len(rows[0]), height=len(rows))
+            table.set_values(rows)
+            body.append(table)
+        elif what == "slide":
+            page = DrawPage(f"slide{n}", name=f"Slide {n}")
+            for i, line in enumerate(value):
+                page.append(Frame.text_frame(line, size=("20cm", "2cm"), position=("1cm", f"{1 + 3 * i}cm")))
+            body.append(page)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def make_epub(title: str, chapters: list[tuple[str, list[str]]]) -> bytes:
+    from ebooklib import epub
+
+    book = epub.EpubBook()
+    book.set_identifier(f"afina-{title}")
+    book.set_title(title)
+    book.set_language("es")
+    items = []
+    for n, (heading, paragraphs) in enumerate(chapters):
+        item = epub.EpubHtml(title=heading, file_name=f"chapter{n}.xhtml", lang="es")
+        item.content = f"<html><body><h1>{heading}</h1>" + "".join(f"<p>{p}</p>" for p in paragraphs) + \
+            "</body></html>"
+        book.add_item(item)
+        items.append(item)
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = items
+    out = io.BytesIO()
+    epub.write_epub(out, book)
+    return out.getvalue()
+
+
+def make_rtf(paragraphs: list[str]) -> bytes:
+    """An RTF document in code page 1252, its accented letters as \\'xx escapes."""
+    def escaped(text: str) -> str:
+        return "".join(ch if ord(ch) < 128 else f"\\'{ch.encode('cp1252')[0]:02x}" for ch in text)
+
+    body = "".join(f"{{\\pard {escaped(p)}\\par}}\n" for p in paragraphs)
+    return ("{\\rtf1\\ansi\\ansicpg1252\\deff0{\\fonttbl{\\f0 Times New Roman;}}\n" + body + "}").encode("ascii")
 
 
 def make_xlsx(sheets: dict[str, list[list[object]]]) -> bytes:
@@ -250,6 +313,37 @@ def good() -> list[Doc]:
         }), "es", ("| Tienda de campaña Cumbre | 249 | Incluye dos estacas de repuesto para terreno duro. |",
                    "| Mochila Sendero 40 | 89.5 |", "Envíos",
                    "| Islas Baleares | Cuatro días laborables, con un suplemento de seis euros. |")),
+        Doc("seguridad.odt", make_odf("text", [
+            ("h", "Normas de seguridad del almacén"),
+            ("p", "Las carretillas elevadoras solo las conduce el personal con el carné en vigor."),
+            ("list", ["Los pasillos se mantienen libres de cajas durante todo el turno.",
+                      "Los cascos se devuelven al armario azul al salir."]),
+            ("table", ("Turnos", [["Turno", "Responsable"], ["Mañana", "Lucía Ferrer, jefa de almacén"]])),
+        ]), "es", ("Normas de seguridad del almacén", "solo las conduce el personal con el carné en vigor.",
+                   "Los cascos se devuelven al armario azul al salir.", "| Mañana | Lucía Ferrer, jefa de almacén |")),
+        Doc("inventario.ods", make_odf("spreadsheet", [
+            ("table", ("Stock", [["Artículo", "Unidades", "Ubicación"],
+                                 ["Saco de dormir Nevada", "120", "Pasillo cuatro, estantería alta del fondo"],
+                                 ["Hornillo Brasa", "45", "Jaula de material inflamable junto al muelle"]])),
+        ]), "es", ("| Saco de dormir Nevada | 120 | Pasillo cuatro, estantería alta del fondo |",
+                   "| Hornillo Brasa | 45 | Jaula de material inflamable junto al muelle |")),
+        Doc("kickoff.odp", make_odf("presentation", [
+            ("slide", ["Spring kickoff for the sales team", "Targets are shared by region this year."]),
+            ("slide", ["Every region presents its plan in April.", "Plans fit on one page and list three risks."]),
+        ]), "en", ("Spring kickoff for the sales team", "Every region presents its plan in April.")),
+        Doc("guia.epub", make_epub("Guía del voluntario", [
+            ("Bienvenida", ["Los voluntarios reciben una camiseta verde y una acreditación con foto.",
+                            "La primera sesión explica cómo se organiza la recogida de alimentos."]),
+            ("Horarios", ["El banco de alimentos abre los sábados de diez a dos para las donaciones.",
+                          "Los turnos se apuntan en la pizarra de la entrada antes del jueves."]),
+        ]), "es", ("Los voluntarios reciben una camiseta verde y una acreditación con foto.",
+                   "El banco de alimentos abre los sábados de diez a dos para las donaciones.")),
+        Doc("carta.rtf", make_rtf([
+            "Estimada clienta: su pedido de la mochila Sendero saldrá del almacén mañana por la mañana.",
+            "Si no está en casa, el repartidor dejará un aviso y volverá el día siguiente a la misma hora.",
+            "Gracias por confiar en nuestra tienda de montaña desde hace más de diez años.",
+        ]), "es", ("su pedido de la mochila Sendero saldrá del almacén mañana por la mañana.",
+                   "Gracias por confiar en nuestra tienda de montaña desde hace más de diez años.")),
     ]
 
 
@@ -283,6 +377,9 @@ def hostile() -> list[Doc]:
         Doc("bomb.docx", make_zip_bomb(), rejected=RejectReason.BOMB),
         Doc("bomb.pptx", make_zip_bomb("ppt/presentation.xml"), rejected=RejectReason.BOMB),
         Doc("bomb.xlsx", make_zip_bomb("xl/workbook.xml"), rejected=RejectReason.BOMB),
+        Doc("bomb.odt", make_zip_bomb("content.xml", "application/vnd.oasis.opendocument.text"),
+            rejected=RejectReason.BOMB),
+        Doc("bomb.epub", make_zip_bomb("OEBPS/chapter.xhtml", "application/epub+zip"), rejected=RejectReason.BOMB),
         Doc("random.txt", os.urandom(4096), rejected=RejectReason.CORRUPT),  # named as text, and is not
         Doc("bad-utf8.txt", b"\xc3\x28\xa0\xa1\x80\x81" * 100, rejected=RejectReason.LOW_QUALITY),
         Doc("html-really.pdf", b"<!doctype html><html><body><h1>404 Not Found</h1></body></html>",

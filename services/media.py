@@ -25,6 +25,11 @@ IMAGES = (PNG, JPEG, GIF, TIFF, WEBP)
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+ODT = "application/vnd.oasis.opendocument.text"
+ODS = "application/vnd.oasis.opendocument.spreadsheet"
+ODP = "application/vnd.oasis.opendocument.presentation"
+EPUB = "application/epub+zip"
+RTF = "application/rtf"
 ZIP = "application/zip"
 OLE = "application/x-ole-storage"  # legacy .doc/.xls, and encrypted OOXML
 HTML = "text/html"
@@ -36,6 +41,7 @@ BINARY = "application/octet-stream"
 
 _SIGNATURES: list[tuple[bytes, str]] = [
     (b"%PDF-", PDF),
+    (b"{\\rtf", RTF),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", OLE),
     (b"\x89PNG\r\n\x1a\n", PNG),
     (b"\xff\xd8\xff", JPEG),
@@ -48,7 +54,9 @@ _OOXML_PARTS = {"word/document.xml": DOCX, "xl/workbook.xml": XLSX, "ppt/present
 # what a name says a file is (sniffing decides; this says what a damaged file was meant to be)
 _NAMED = {".pdf": PDF, ".docx": DOCX, ".html": HTML, ".htm": HTML, ".md": MARKDOWN, ".markdown": MARKDOWN,
           ".txt": TEXT, ".text": TEXT, ".jsonl": JSONL, ".xlsx": XLSX, ".pptx": PPTX, ".png": PNG, ".jpg": JPEG,
-          ".jpeg": JPEG, ".tif": TIFF, ".tiff": TIFF}
+          ".jpeg": JPEG, ".tif": TIFF, ".tiff": TIFF, ".odt": ODT, ".ods": ODS, ".odp": ODP, ".epub": EPUB,
+          ".rtf": RTF}
+_NAMED_IN_ZIP = (ODT, ODS, ODP, EPUB)  # the ZIP's first member, "mimetype", says which
 _TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 
 
@@ -96,8 +104,12 @@ def _zip_type(whole: BinaryIO) -> str:
         whole.seek(0)
         with zipfile.ZipFile(whole) as archive:  # a ZipFile leaves a file it was given open
             names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError, EOFError):
+            declared = archive.open("mimetype").read(100).decode("ascii", "replace").strip() \
+                if "mimetype" in names else ""
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError):
         return ZIP
+    if declared in _NAMED_IN_ZIP:
+        return declared
     for part, media_type in _OOXML_PARTS.items():
         if part in names:
             return media_type

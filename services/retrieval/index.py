@@ -196,17 +196,17 @@ class PassageIndex:
 
     def ranked(self, query: str, k: int, filters: Filters = Filters(), mode: Mode = Mode.HYBRID) -> list[Hit]:
         """The ``k`` passages that best answer ``query``."""
-        searches = []
+        searches = []  # each with the score column it ranks by (selected: Lance warns when it is left out)
         if mode in (Mode.HYBRID, Mode.VECTOR):
-            searches.append(self.table.search(self.embedder.query(query), vector_column_name="vector")
-                            .distance_type("cosine"))
+            searches.append((self.table.search(self.embedder.query(query), vector_column_name="vector")
+                             .distance_type("cosine"), "_distance"))
         if mode in (Mode.HYBRID, Mode.TEXT) and self._has_text_index():
-            searches.append(self.table.search(MatchQuery(query, "text"), query_type="fts"))
+            searches.append((self.table.search(MatchQuery(query, "text"), query_type="fts"), "_score"))
         where = filters.sql()
         found: dict[str, dict] = {}
         rankings = []
-        for search in searches:
-            rows = (search.where(where, prefilter=True) if where else search).select(list(HIT_COLUMNS)).limit(
+        for search, score in searches:
+            rows = (search.where(where, prefilter=True) if where else search).select([*HIT_COLUMNS, score]).limit(
                 k * CANDIDATES).to_list()
             rankings.append([row["id"] for row in rows])
             found.update((row["id"], row) for row in rows)

@@ -1,9 +1,11 @@
-"""Formats beyond the first ones: PPTX (a page per slide, its notes, its tables) and XLSX (a page per
-sheet, as a Markdown table), behind the same ZIP bomb check; images through OCR (a page per frame),
-behind a pixel budget; and tables as Markdown."""
+"""Formats beyond the first ones: PPTX (a page per slide, its notes, its tables), XLSX and ODS (a page
+per sheet, as a Markdown table), ODT, ODP, EPUB (a page per chapter) and RTF, the zipped ones behind
+the same ZIP bomb check; images through OCR (a page per frame), behind a pixel budget; and tables
+as Markdown."""
 
 from __future__ import annotations
 
+import functools
 import io
 import shutil
 
@@ -17,8 +19,13 @@ from services.normalizer.extract import Rejection, extract
 from services.normalizer.extract.tables import markdown_table
 
 
+@functools.cache
+def samples() -> dict[str, corpus.Doc]:
+    return {doc.name: doc for doc in corpus.good() + corpus.hostile()}  # the bombs take seconds to make
+
+
 def sample(name: str) -> corpus.Doc:
-    return next(doc for doc in corpus.good() + corpus.hostile() if doc.name == name)
+    return samples()[name]
 
 
 def extracted(doc: corpus.Doc):
@@ -26,8 +33,11 @@ def extracted(doc: corpus.Doc):
     return kind, extract(doc.data, kind, doc.name)
 
 
-@pytest.mark.parametrize("name", ["onboarding.pptx", "tarifas.xlsx"])
-def test_every_sentence_of_a_deck_or_a_workbook_comes_out(name):
+OFFICE = ["onboarding.pptx", "tarifas.xlsx", "seguridad.odt", "inventario.ods", "kickoff.odp", "guia.epub"]
+
+
+@pytest.mark.parametrize("name", [*OFFICE, "carta.rtf"])
+def test_every_sentence_of_each_format_comes_out(name):
     doc = sample(name)
     _, found = extracted(doc)
     text = clean.clean_pages(found.pages)
@@ -42,17 +52,22 @@ def test_a_deck_is_a_page_per_slide_with_its_notes_and_a_workbook_a_page_per_she
     assert "| One | Laptop and accounts ready |" in deck.pages[1]
     kind, book = extracted(sample("tarifas.xlsx"))
     assert kind == media.XLSX and [page.split("\n")[0] for page in book.pages] == ["Tarifas", "Envíos"]
+    kinds = {name: extracted(sample(name))[0] for name in ("seguridad.odt", "inventario.ods", "kickoff.odp",
+                                                              "guia.epub", "carta.rtf")}
+    assert kinds == {"seguridad.odt": media.ODT, "inventario.ods": media.ODS, "kickoff.odp": media.ODP,
+                     "guia.epub": media.EPUB, "carta.rtf": media.RTF}
+    assert len(extracted(sample("guia.epub"))[1].pages) == 2  # a page per chapter
 
 
-@pytest.mark.parametrize("name", ["bomb.pptx", "bomb.xlsx"])
-def test_office_bombs_are_not_opened(name):
+@pytest.mark.parametrize("name", ["bomb.pptx", "bomb.xlsx", "bomb.odt", "bomb.epub"])
+def test_zip_bombs_of_every_format_are_not_opened(name):
     with pytest.raises(Rejection) as refused:
         extracted(sample(name))
     assert refused.value.reason == RejectReason.BOMB
 
 
-@pytest.mark.parametrize("name", ["onboarding.pptx", "tarifas.xlsx"])
-def test_a_damaged_office_file_is_corrupt_and_says_so(name):
+@pytest.mark.parametrize("name", OFFICE)
+def test_a_damaged_zipped_file_is_corrupt_and_says_so(name):
     data = sample(name).data
     broken = data[:200] + bytes(len(data) - 400) + data[-200:]  # its parts zeroed, its directory kept
     with pytest.raises(Rejection) as refused:

@@ -33,10 +33,13 @@ class Extracted:
 LABELS = {media.PDF: "a PDF", media.DOCX: "a Word document (DOCX)", media.HTML: "an HTML page",
           media.MARKDOWN: "a Markdown file", media.TEXT: "a text file", media.JSONL: "a JSON Lines file",
           media.PPTX: "a PowerPoint presentation (PPTX)", media.XLSX: "an Excel workbook (XLSX)",
+          media.ODT: "an OpenDocument text (ODT)", media.ODS: "an OpenDocument spreadsheet (ODS)",
+          media.ODP: "an OpenDocument presentation (ODP)", media.EPUB: "an EPUB book", media.RTF: "an RTF document",
           **{kind: f"an image ({kind.removeprefix('image/').upper()})" for kind in media.IMAGES}}
 
 
-ZIPPED = {media.DOCX: "word/document.xml", media.PPTX: "ppt/presentation.xml", media.XLSX: "xl/workbook.xml"}
+ZIPPED = {media.DOCX: "word/document.xml", media.PPTX: "ppt/presentation.xml", media.XLSX: "xl/workbook.xml",
+          **{kind: f"a 'mimetype' member saying {kind}" for kind in (media.ODT, media.ODS, media.ODP, media.EPUB)}}
 
 
 def not_what_it_is_named(data: bytes, name: str, named: str, found: str) -> str:
@@ -62,7 +65,7 @@ def not_what_it_is_named(data: bytes, name: str, named: str, found: str) -> str:
 
 
 def extract(data: bytes, media_type: str, name: str) -> Extracted:
-    from services.normalizer.extract import chat, docx, html, image, pdf, pptx, text, xlsx
+    from services.normalizer.extract import chat, docx, epub, html, image, odf, pdf, pptx, rtf, text, xlsx
 
     if not data.strip():
         raise Rejection(RejectReason.EMPTY, "the document is empty")
@@ -71,6 +74,11 @@ def extract(data: bytes, media_type: str, name: str) -> Extracted:
         media.DOCX: docx.extract,
         media.PPTX: pptx.extract,
         media.XLSX: xlsx.extract,
+        media.ODT: odf.extract,
+        media.ODS: odf.extract,
+        media.ODP: odf.extract,
+        media.EPUB: epub.extract,
+        media.RTF: rtf.extract,
         media.HTML: html.extract,
         media.MARKDOWN: text.extract_markdown,
         media.TEXT: text.extract,
