@@ -81,5 +81,5 @@ def test_utf8_text_with_a_few_stray_control_characters_is_text():
 
 
 def test_the_name_says_what_a_file_claims_to_be():
-    assert [media.named(n) for n in ("a.DOCX", "b.pdf", "c.htm", "d.txt", "e.png", "f.odt", "g")] == [
+    assert [media.named(n) for n in ("a.DOCX", "b.pdf", "c.htm", "d.txt", "e.png", "f.xyz", "g")] == [
         media.DOCX, media.PDF, media.HTML, media.TEXT, media.PNG, None, None]
