@@ -20,6 +20,9 @@ from services.retrieval.grounding import grounded_messages, grounded_prompt
 from services.retrieval.index import Hit, IncompatibleIndex, PassageIndex
 from services.settings import Settings
 
+MAX_REQUEST_BYTES = 1 << 20  # either protocol: a prompt of AFINA_INFERENCE_MAX_PROMPT_TOKENS fits many times over
+DRAIN_S = 30.0  # how long calls in flight may take to finish after SIGTERM
+
 
 class DeadlineExceeded(Exception):
     pass

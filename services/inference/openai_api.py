@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException
 
 from services.inference import metrics, stubs
 from services.inference.batching import QueueFull
-from services.inference.calls import Call, Calls, DeadlineExceeded
+from services.inference.calls import DRAIN_S, MAX_REQUEST_BYTES, Call, Calls, DeadlineExceeded
 from services.inference.generation import Finish, Result
 from services.inference.models import LoadFailed, NotServable, OtherBase, Unavailable, UnknownVersion
 from services.inference.params import InvalidArgument
@@ -47,9 +47,7 @@ from services.settings import Settings
 pb, _ = stubs.load()
 
 CHAMPION = "champion"
-MAX_REQUEST_BYTES = 1 << 20  # as the gRPC server's message limit
 MAX_EMBEDDING_INPUTS = 256
-DRAIN_S = 30.0
 
 # (HTTP status, OpenAI error type, OpenAI error code) of each kind of failure; the gRPC server maps
 # the same kinds onto status codes (service.STATUS)
@@ -239,14 +237,20 @@ def error_body(message: str, kind: str, code: str | None = None, param: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def error_response(exc: BaseException) -> JSONResponse:
+def error_of(exc: BaseException) -> tuple[int, dict]:
+    """The HTTP status and OpenAI error body of a failure of one of the ERRORS kinds."""
     status, kind, code = next(v for k, v in ERRORS.items() if isinstance(exc, k))
     message, param = str(exc), None
     if isinstance(exc, InvalidArgument):
         field, _, rest = message.partition(":")
         field = FIELD_NAMES.get(field, field)
         message, param = f"{field}:{rest}", field
-    return JSONResponse(error_body(message, kind, code, param), status_code=status)
+    return status, error_body(message, kind, code, param)
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    status, body = error_of(exc)
+    return JSONResponse(body, status_code=status)
 
 
 def sse(data: dict | str) -> bytes:
@@ -349,9 +353,8 @@ def app(settings: Settings, calls: Calls, embedder: Embedder | None) -> FastAPI:
                 async for delta in call.sink.deltas():
                     yield sse(chunk_body(kind, call, ident, created, text=delta))
                 result = await call.result()
-            except tuple(ERRORS) as exc:
-                _, error_kind, code = next(v for k, v in ERRORS.items() if isinstance(exc, k))
-                yield sse(error_body(str(exc), error_kind, code))
+            except tuple(ERRORS) as exc:  # after the 200 was sent: the error is the stream's last event
+                yield sse(error_of(exc)[1])
                 return
             last = chunk_body(kind, call, ident, created, finish=FINISH.get(result.finish, "stop"))
             if call.citations:

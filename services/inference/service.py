@@ -29,7 +29,7 @@ from services import registry
 from services.contracts import InvalidEvent, ModelPromoted, Topic, parse_event
 from services.inference import metrics, openai_api, stubs
 from services.inference.batching import QueueFull
-from services.inference.calls import Calls, DeadlineExceeded
+from services.inference.calls import DRAIN_S, MAX_REQUEST_BYTES, Calls, DeadlineExceeded
 from services.inference.generation import Result
 from services.inference.models import (
     LoadFailed,
@@ -56,9 +56,7 @@ log = logging.getLogger("afina.inference")
 pb, pb_grpc = stubs.load()
 
 SERVICE = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
-MAX_REQUEST_BYTES = 1 << 20  # a prompt of AFINA_INFERENCE_MAX_PROMPT_TOKENS fits many times over
 MAX_RESPONSE_BYTES = 4 << 20
-DRAIN_S = 30.0  # how long calls in flight may take to finish after SIGTERM
 
 
 STATUS: dict[type[BaseException], grpc.StatusCode] = {
