@@ -252,6 +252,9 @@ def forget(source_id: str = typer.Argument(..., help="The document's source id, 
     if done.versions_marked:
         typer.echo("trained on it (marked; only training again without it takes it out of their weights): "
                    + ", ".join(f"v{v}" for v in done.versions_marked))
+    if done.attachments:
+        typer.echo(f"and the {len(done.attachments)} documents it held: "
+                   + ", ".join(held.source_id for held in done.attachments))
 
 
 models_app = typer.Typer(help="The model registry: versions, the champion, rollback.", no_args_is_help=True)

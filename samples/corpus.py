@@ -150,6 +150,28 @@ def make_zip_bomb(part: str = "word/document.xml", mimetype: str | None = None) 
     return buffer.getvalue()
 
 
+def make_eml(subject: str, body: str, attachments: list[tuple[str, bytes]] = (), html: bool = False) -> bytes:
+    """An email from the personnel office, with (name, bytes) attachments; a name ending .eml is
+    attached as a forwarded message."""
+    from email.message import EmailMessage
+    from email.parser import BytesParser
+    from email.policy import default
+
+    message = EmailMessage()
+    message["From"], message["To"] = "Personal <personal@acme.example>", "plantilla@acme.example"
+    message["Subject"], message["Date"] = subject, "Tue, 01 Dec 2026 09:30:00 +0100"
+    if html:
+        message.set_content(f"<html><body><p>{body}</p></body></html>", subtype="html")
+    else:
+        message.set_content(body)
+    for name, data in attachments:
+        if name.endswith(".eml"):
+            message.add_attachment(BytesParser(policy=default).parsebytes(data))
+        else:
+            message.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+    return message.as_bytes()
+
+
 def make_huge_png() -> bytes:
     """A PNG of 100,000 x 100,000 pixels in a few kilobytes: its header is all a decoder needs to refuse."""
     import struct

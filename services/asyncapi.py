@@ -44,7 +44,7 @@ ROUTES: dict[Topic, Route] = {
     Topic.DOCUMENTS_DISCOVERED: Route(
         sends="the connector (a file of the inbox folder, or an object of the inbox bucket, created, changed or "
               "deleted); `afina forget` (a deletion); the normalizer (a duplicate whose original changed or went "
-              "away, to normalize again)",
+              "away, to normalize again; an email's attachments, each a document of its own, and their deletion)",
         receives="the normalizer (consumer group `afina-normalizer`, in batches)",
         key="the document's source id",
     ),

@@ -8,6 +8,7 @@ are told apart by extension once the bytes are known to be text.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zipfile
 from pathlib import PurePosixPath
@@ -30,6 +31,8 @@ ODS = "application/vnd.oasis.opendocument.spreadsheet"
 ODP = "application/vnd.oasis.opendocument.presentation"
 EPUB = "application/epub+zip"
 RTF = "application/rtf"
+EML = "message/rfc822"
+MSG = "application/vnd.ms-outlook"  # an Outlook message: an OLE compound file of MAPI properties
 ZIP = "application/zip"
 OLE = "application/x-ole-storage"  # legacy .doc/.xls, and encrypted OOXML
 HTML = "text/html"
@@ -55,9 +58,12 @@ _OOXML_PARTS = {"word/document.xml": DOCX, "xl/workbook.xml": XLSX, "ppt/present
 _NAMED = {".pdf": PDF, ".docx": DOCX, ".html": HTML, ".htm": HTML, ".md": MARKDOWN, ".markdown": MARKDOWN,
           ".txt": TEXT, ".text": TEXT, ".jsonl": JSONL, ".xlsx": XLSX, ".pptx": PPTX, ".png": PNG, ".jpg": JPEG,
           ".jpeg": JPEG, ".tif": TIFF, ".tiff": TIFF, ".odt": ODT, ".ods": ODS, ".odp": ODP, ".epub": EPUB,
-          ".rtf": RTF}
+          ".rtf": RTF, ".eml": EML, ".msg": MSG}
 _NAMED_IN_ZIP = (ODT, ODS, ODP, EPUB)  # the ZIP's first member, "mimetype", says which
 _TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+# an email starts with header fields; these are in almost every message, and in few other texts
+_HEADER_FIELD = re.compile(rb"^([A-Za-z][A-Za-z0-9-]{0,76}):[ \t]?\S?", re.M)
+_MAIL_FIELDS = {b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"received", b"return-path"}
 
 
 def sniff(head: bytes, name: str, whole: BinaryIO | None = None) -> str:
@@ -72,7 +78,7 @@ def sniff(head: bytes, name: str, whole: BinaryIO | None = None) -> str:
         return PDF  # leading junk before the header is common and tolerated by readers
     for signature, media_type in _SIGNATURES:
         if head.startswith(signature):
-            return media_type
+            return MSG if media_type == OLE and whole is not None and _is_outlook_message(whole) else media_type
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return WEBP
     if head.startswith(b"PK\x03\x04"):
@@ -83,6 +89,8 @@ def sniff(head: bytes, name: str, whole: BinaryIO | None = None) -> str:
     lowered = text.lstrip("\ufeff \t\r\n").lower()
     if lowered.startswith(("<!doctype html", "<html")) or (suffix in {".html", ".htm"} and lowered.startswith("<")):
         return HTML
+    if _is_email(head, suffix):
+        return EML
     if suffix == ".jsonl" or (suffix == ".json" and _is_json_lines(text)):
         return JSONL
     if suffix == ".json":
@@ -95,6 +103,21 @@ def sniff(head: bytes, name: str, whole: BinaryIO | None = None) -> str:
 def named(name: str) -> str | None:
     """The media type a file's name claims, if it names one afina knows."""
     return _NAMED.get(PurePosixPath(name).suffix.lower())
+
+
+def _is_outlook_message(whole: BinaryIO) -> bool:
+    """An OLE file whose root holds MAPI property streams (a legacy Office file holds others)."""
+    import olefile
+
+    try:
+        whole.seek(0)
+        ole = olefile.OleFileIO(whole)
+        try:
+            return ole.exists("__properties_version1.0") and ole.exists("__substg1.0_001A001F")  # its class
+        finally:
+            ole.close()
+    except (OSError, ValueError, IndexError, struct.error):
+        return False
 
 
 def _zip_type(whole: BinaryIO) -> str:
@@ -157,6 +180,16 @@ def _decode_head(head: bytes) -> str:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return head.decode("utf-16", errors="replace")
     return head.decode("utf-8", errors="replace")
+
+
+def _is_email(head: bytes, suffix: str) -> bool:
+    """A header block of RFC 5322 fields first: two of the usual ones (one, for a file named .eml)."""
+    block = head.lstrip(b"\r\n").replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    lines = [line for line in block.split(b"\n") if line and line[:1] not in b" \t"]  # folded lines go on
+    if not lines or not all(_HEADER_FIELD.match(line) for line in lines[:20]):
+        return False
+    fields = {_HEADER_FIELD.match(line).group(1).lower() for line in lines}
+    return len(fields & _MAIL_FIELDS) >= (1 if suffix == ".eml" else 2)
 
 
 def _is_json_lines(text: str) -> bool:

@@ -22,7 +22,6 @@ writer read (compare-and-swap on the object's ETag). A loser gets `WriteConflict
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
 from services.contracts import Bucket, TokenizerId
-from services.storage import WriteConflict, put_if, read_object, read_object_etag
+from services.storage import WriteConflict, put_bytes, put_if, read_object, read_object_etag
 
 CHAMPION = "champion"
 
@@ -327,4 +326,4 @@ def rollback(client: Minio) -> tuple[int, int | None]:
 
 
 def _put(client: Minio, key: str, data: bytes) -> None:
-    client.put_object(Bucket.MODELS, key, io.BytesIO(data), len(data))
+    put_bytes(client, Bucket.MODELS, key, data)

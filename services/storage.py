@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from minio import Minio
 from minio.error import S3Error
 
@@ -50,6 +52,10 @@ def read_object_etag(client: Minio, bucket: str, key: str) -> tuple[bytes, str] 
     finally:
         response.close()
         response.release_conn()
+
+
+def put_bytes(client: Minio, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
 
 class WriteConflict(Exception):

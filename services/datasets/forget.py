@@ -13,6 +13,7 @@ dropped): nothing of it is trained on again, and nothing of it is left to be.
 4. Its row in the connector's index is tombstoned.
 5. The model versions trained on a snapshot that held it are marked (`versions/<N>/forgotten.json`):
    their weights may still know it, which only training them again without it undoes.
+6. The documents any of its versions held (an email's attachments) are forgotten the same way.
 
 The file must be gone from the inbox first; otherwise the connector would read it again.
 """
@@ -51,6 +52,7 @@ class Forgotten(BaseModel):
     raw_kept: list[str]  # bytes another document has too
     left_regression_set: bool
     versions_marked: list[int]
+    attachments: list[Forgotten] = []  # the documents it held, forgotten too
 
 
 def still_in_inbox(settings: Settings, source_id: str) -> str | None:
@@ -89,9 +91,11 @@ async def forget(settings: Settings, source_id: str, echo: Callable[[str], None]
                                "(`afina status`)? Nothing was removed; run afina forget again")
         await asyncio.sleep(0.5)
 
-    # 2. parts and the regression set
+    # 2. parts and the regression set (what they held read first: 6.)
     stored = list_parts(s3, source_id)
     versions = {p.sha256 for p in stored if p.sha256}
+    held = sorted({a.source_id for p in stored if p.info.attachments
+                   for a in parts.attachments_of(read_object(s3, Bucket.DATASETS, p.key) or b"")})
     for part in stored:
         s3.remove_object(Bucket.DATASETS, part.key)
     left_regression = _leave_regression_set(s3, parts.source_key(source_id))
@@ -105,8 +109,12 @@ async def forget(settings: Settings, source_id: str, echo: Callable[[str], None]
 
     # 5. the versions that were trained on it
     marked = _mark_versions(s3, parts.source_key(source_id), source_id)
+
+    # 6. what it held, each a document of its own (one that was rejected has no part to forget)
+    attachments = [await forget(settings, child, echo) for child in held if list_parts(s3, child)]
     return Forgotten(source_id=source_id, parts_removed=len(stored), raw_removed=sorted(versions - shared),
-                     raw_kept=sorted(shared), left_regression_set=left_regression, versions_marked=marked)
+                     raw_kept=sorted(shared), left_regression_set=left_regression, versions_marked=marked,
+                     attachments=attachments)
 
 
 async def _bytes_in_use(settings: Settings, s3, source_id: str) -> set[str]:

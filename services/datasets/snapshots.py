@@ -15,7 +15,6 @@ changed" is "the same id".
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.contracts import Bucket, Sha256, Stability, TokenizerId
 from services.datasets.listing import StoredPart, list_parts
-from services.storage import read_object
+from services.storage import put_bytes, read_object
 
 PREFIX = "snapshots"
 
@@ -125,7 +124,7 @@ def freeze(client: Minio, eval_percent: int = 10, include_volatile: bool = False
         tokenizers=sorted({p.tokenizer for p in found}),
     )
     data = snapshot.model_dump_json(indent=1).encode()
-    client.put_object(Bucket.DATASETS, f"{PREFIX}/{snapshot_id}/manifest.json", io.BytesIO(data), len(data))
+    put_bytes(client, Bucket.DATASETS, f"{PREFIX}/{snapshot_id}/manifest.json", data)
     _put_json(client, f"{PREFIX}/latest.json", {"id": snapshot_id})
     return snapshot
 
@@ -151,8 +150,7 @@ def put_regression_set(client: Minio, frozen: Snapshot) -> None:
 
 
 def _put_json(client: Minio, key: str, value: dict) -> None:
-    data = json.dumps(value).encode()
-    client.put_object(Bucket.DATASETS, key, io.BytesIO(data), len(data))
+    put_bytes(client, Bucket.DATASETS, key, json.dumps(value).encode())
 
 
 def split_parts(snapshot: Snapshot, split: str, tokenizer: TokenizerId) -> tuple[list[SnapshotPart], list[SnapshotPart]]:

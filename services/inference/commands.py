@@ -77,7 +77,7 @@ def generate(
 
 
 def _where(passage) -> str:
-    section = f", {passage.section!r}" if passage.section else ""
+    section = (f", {passage.section!r}" if passage.section else "") + (f", page {passage.page}" if passage.page else "")
     return f"{passage.source_id} (chunk {passage.chunk}, passage {passage.passage}{section}; {passage.stability})"
 
 

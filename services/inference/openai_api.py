@@ -205,7 +205,8 @@ def usage(result: Result) -> dict[str, int]:
 
 def citation(hit: Hit) -> dict[str, Any]:
     return {"text": hit.text, "source_id": hit.source_id, "chunk": hit.chunk, "passage": hit.passage,
-            "section": hit.section, "score": hit.score, "language": hit.language, "stability": hit.stability}
+            "section": hit.section, "page": hit.page, "score": hit.score, "language": hit.language,
+            "stability": hit.stability}
 
 
 def completion_body(kind: Literal["chat", "text"], call: Call, result: Result, ident: str, created: int) -> dict:

@@ -150,7 +150,8 @@ class Servicer(pb_grpc.InferenceServiceServicer):
 
 def _passage(hit: Hit):
     return pb.Passage(text=hit.text, source_id=hit.source_id, chunk=hit.chunk, score=hit.score, passage=hit.passage,
-                      section=hit.section, sha256=hit.sha256, language=hit.language, stability=hit.stability)
+                      section=hit.section, sha256=hit.sha256, language=hit.language, stability=hit.stability,
+                      page=hit.page or 0)
 
 
 def _usage(result: Result):

@@ -8,6 +8,8 @@ import unicodedata
 from collections import Counter
 
 import ftfy
+from ftfy.badness import is_bad
+from ftfy.fixes import uncurl_quotes
 
 _PAGE_NUMBER = re.compile(r"^\s*(?:page|p[aá]g(?:ina)?\.?|-)?\s*\d{1,4}\s*(?:(?:of|de|/)\s*\d{1,4})?\s*-?\s*$", re.I)
 _HYPHENATED = re.compile(r"(\w)-\n(\w)")  # "exam-\nple" → "example"
@@ -16,14 +18,22 @@ _TERMINAL_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07
 _BREAKS = re.compile(r"[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")  # vertical tab, form feed, separators: line breaks
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
+_FTFY_FIXES = re.compile(r"[&\ufb00-\ufb06\uff01-\uff5e\ud800-\udfff]")  # entities, ligatures, full width
 EDGE_LINES = 3  # headers and footers live in the first and last lines of a page
 
 
 def clean_pages(pages: list[str]) -> str:
     """One clean text from a document's pages."""
-    pages = [_normalize(page) for page in pages]
-    pages = _drop_repeated_edges(pages)
-    return _BLANK_LINES.sub("\n\n", "\n\n".join(p for p in pages if p)).strip()
+    return join(clean_each_page(pages))
+
+
+def clean_each_page(pages: list[str]) -> list[str]:
+    """Each page cleaned, in place: a page left empty stays as '' so that pages keep their numbers."""
+    return [_BLANK_LINES.sub("\n\n", page).strip() for page in _drop_repeated_edges([_normalize(p) for p in pages])]
+
+
+def join(pages: list[str]) -> str:
+    return "\n\n".join(p for p in pages if p)
 
 
 def clean_text(text: str) -> str:
@@ -32,12 +42,21 @@ def clean_text(text: str) -> str:
 
 def _normalize(text: str) -> str:
     text = _BREAKS.sub("\n", _TERMINAL_ESCAPE.sub("", text))  # before ftfy, which drops a vertical tab
-    text = ftfy.fix_text(text, normalization="NFC")  # mojibake, broken entities, NFC
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    unescape = "auto" if "<" not in text else False  # what fix_text decides for a whole text: markup's entities stay
+    text = unicodedata.normalize("NFC", "\n".join(_repaired(line, unescape) for line in text.split("\n")))
     text = _CONTROL.sub("", text)
     text = _HYPHENATED.sub(r"\1\2", text)
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     return "\n".join(lines).strip()
+
+
+def _repaired(line: str, unescape) -> str:
+    """Mojibake and broken entities repaired (ftfy), on the lines that show signs of them: ftfy
+    reads a line many ways, and most lines need none (it would take most of the cleaning time)."""
+    if _FTFY_FIXES.search(line) or (not line.isascii() and is_bad(line)):
+        return ftfy.fix_text(line, normalization="NFC", unescape_html=unescape)
+    return uncurl_quotes(line)  # as fix_text does
 
 
 def _drop_repeated_edges(pages: list[str]) -> list[str]:

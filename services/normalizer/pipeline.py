@@ -8,14 +8,16 @@ only moves bytes between Kafka, MinIO and the workers.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tokenizers import Tokenizer
 
+from services import media
 from services.contracts import RejectReason, Stability, TokenizerId
-from services.datasets import parts
+from services.datasets import parts, structure
 from services.normalizer import clean, language, pii, quality
 from services.normalizer.extract import Rejection, extract
 from services.normalizer.fingerprint import fingerprint_fields
@@ -30,11 +32,14 @@ class NormalizedDoc:
     kind: str  # "text" or "chat"
     text: str  # the clean text; for chat, the conversations rendered, for dedup and language
     language: str
+    pages: list[str] = field(default_factory=list)  # the clean text by page ('' for a page left empty)
+    paged: bool = False  # the pages are numbered pages, recorded per chunk
     examples: list[list[dict[str, str]]] = field(default_factory=list)
     stability: Stability | None = None  # what the document says of itself (front matter), if anything
     pii: dict[str, int] = field(default_factory=dict)
     exact_hash: str = ""  # dedup fingerprint of ``text``
     minhash: str = ""
+    attachments: list[tuple[str, bytes]] = field(default_factory=list)  # documents of their own (an email's)
 
 
 def normalize(data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ...] = pii.KINDS) -> NormalizedDoc:
@@ -48,16 +53,19 @@ def _normalize(data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ..
     if extracted.examples:
         return _normalize_examples(extracted.examples, pii_kinds)
     said = from_front_matter(extracted.front_matter)
-    text = clean.clean_pages(extracted.pages)
-    if len(text) > MAX_TEXT_CHARS:
-        raise Rejection(RejectReason.TOO_LARGE, f"the text has {len(text)} characters, over {MAX_TEXT_CHARS}")
-    if not text:
+    pages = clean.clean_each_page(extracted.pages)
+    size = sum(len(page) for page in pages)
+    if size > MAX_TEXT_CHARS:
+        raise Rejection(RejectReason.TOO_LARGE, f"the text has {size} characters, over {MAX_TEXT_CHARS}")
+    if not any(pages):
         raise Rejection(RejectReason.NO_TEXT, "no text is left after cleaning")
-    text, found = pii.redact(text, pii_kinds)
+    pages, found = _redacted(pages, pii_kinds)
+    text = clean.join(pages)
     why = quality.problem(text)
-    if why is not None:
+    if why is not None and not extracted.attachments:  # an email's few lines hold its attachments: kept
         raise Rejection(RejectReason.LOW_QUALITY, why)
-    return NormalizedDoc("text", text, language.detect(text), pii=found, stability=said)
+    return NormalizedDoc("text", text, language.detect(text), pages=pages, paged=extracted.paged, pii=found,
+                         stability=said, attachments=extracted.attachments)
 
 
 def render_conversation(messages: list[dict[str, str]]) -> str:
@@ -65,17 +73,22 @@ def render_conversation(messages: list[dict[str, str]]) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
-def _normalize_examples(examples: list[list[dict[str, str]]], pii_kinds: tuple[str, ...]) -> NormalizedDoc:
+def _redacted(texts: list[str], pii_kinds: tuple[str, ...]) -> tuple[list[str], dict[str, int]]:
+    """Each text with its PII redacted, and how many of each kind were found in all of them."""
     found: dict[str, int] = {}
-    cleaned = []
-    for conversation in examples:
-        messages = []
-        for message in conversation:
-            content, counts = pii.redact(clean.clean_text(message["content"]), pii_kinds)
-            for kind, n in counts.items():
-                found[kind] = found.get(kind, 0) + n
-            messages.append({"role": message["role"], "content": content})
-        cleaned.append(messages)
+    redacted = []
+    for text in texts:
+        text, counts = pii.redact(text, pii_kinds)
+        redacted.append(text)
+        for kind, n in counts.items():
+            found[kind] = found.get(kind, 0) + n
+    return redacted, found
+
+
+def _normalize_examples(examples: list[list[dict[str, str]]], pii_kinds: tuple[str, ...]) -> NormalizedDoc:
+    contents, found = _redacted([clean.clean_text(m["content"]) for c in examples for m in c], pii_kinds)
+    redacted = iter(contents)
+    cleaned = [[{"role": m["role"], "content": next(redacted)} for m in c] for c in examples]
     rendered = "\n\n".join(render_conversation(c) for c in cleaned)
     return NormalizedDoc("chat", rendered, language.detect(rendered), examples=cleaned, pii=found)
 
@@ -106,14 +119,18 @@ class Prepared:
     minhash: str
     info: parts.PartInfo
     part: bytes
+    attachments: list[tuple[parts.Attachment, bytes]] = field(default_factory=list)  # with their raw bytes
 
 
 def prepare(data: bytes, origin: Origin, pii_kinds: tuple[str, ...], tokenization: Tokenization) -> Prepared:
     doc = normalize(data, origin.media_type or "", origin.source_id, pii_kinds)
     rows = part_rows(doc, origin, tokenization)
+    held = [(parts.Attachment.of(origin.source_id, name, raw,
+                                 media.sniff(raw[: media.HEAD_BYTES], name, io.BytesIO(raw))), raw)
+            for name, raw in doc.attachments]
     info = parts.PartInfo(len(rows), sum(r["n_tokens"] for r in rows), doc.language, tokenization.name,
-                          rows[0]["stability"] if rows else origin.stability)
-    return Prepared(doc.exact_hash, doc.minhash, info, parts.to_parquet(rows))
+                          rows[0]["stability"] if rows else origin.stability, len(held))
+    return Prepared(doc.exact_hash, doc.minhash, info, parts.to_parquet(rows, [a for a, _ in held]), held)
 
 
 def part_rows(doc: NormalizedDoc, origin: Origin, tokenization: Tokenization) -> list[dict]:
@@ -127,6 +144,7 @@ def part_rows(doc: NormalizedDoc, origin: Origin, tokenization: Tokenization) ->
         return [{**common, "chunk_index": i, "kind": "chat", "text": text,
                  "messages": json.dumps(ex, ensure_ascii=False), "token_ids": tokens, "n_tokens": len(tokens)}
                 for i, (ex, text, tokens) in enumerate(zip(doc.examples, rendered, ids, strict=True))]
-    chunks = chunk(doc.text, tokenization.tokenizer, tokenization.max_chunk_tokens)
+    chunks = chunk(structure.paragraphs(doc.pages, doc.paged), tokenization.tokenizer, tokenization.max_chunk_tokens)
     return [{**common, "chunk_index": i, "kind": "text", "text": c.text, "messages": None,
-             "token_ids": c.token_ids, "n_tokens": len(c.token_ids)} for i, c in enumerate(chunks)]
+             "token_ids": c.token_ids, "n_tokens": len(c.token_ids), "section": c.section or None, "page": c.page}
+            for i, c in enumerate(chunks)]

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from services import registry
+from services import media, registry
 from services.contracts import (
     Bucket,
     ChangeKind,
@@ -38,7 +38,7 @@ from services.normalizer.pipeline import Origin, Prepared, Tokenization
 from services.normalizer.stability import StabilityRules
 from services.normalizer.worker import WorkerPool
 from services.settings import Settings
-from services.storage import minio_client, read_object
+from services.storage import minio_client, put_bytes, read_object
 
 log = logging.getLogger("afina.normalizer")
 
@@ -47,6 +47,8 @@ REJECTED = Counter("afina_normalizer_rejected_total", "Documents rejected", ["re
 TOKENS = Counter("afina_normalizer_tokens_total", "Tokens written to parts")
 SECONDS = Histogram("afina_normalizer_document_seconds", "Time to normalize one document")
 DEDUP_SKIPPED = Gauge("afina_normalizer_dedup_records_skipped", "Records of the dedup log that could not be read")
+ATTACHMENTS = Counter("afina_normalizer_attachments_total", "Attachments discovered or deleted as documents",
+                      ["kind"])
 RECONSIDERED = Counter("afina_normalizer_duplicates_reconsidered_total",
                        "Duplicates normalized again because their original changed or went away")
 IN_FLIGHT = Gauge("afina_normalizer_inflight_bytes", "Raw document bytes held now (AFINA_NORMALIZER_MAX_INFLIGHT_MB)")
@@ -54,6 +56,7 @@ IN_FLIGHT_PEAK = Gauge("afina_normalizer_inflight_bytes_peak", "Raw document byt
 DEDUP_RESTARTS = Gauge("afina_normalizer_dedup_reader_restarts", "Times the dedup log's reader failed and restarted")
 
 GROUP = "afina-normalizer"
+MAX_NESTING = 3  # attachments of attachments of attachments: deeper ones are refused
 T = TypeVar("T")
 
 
@@ -97,12 +100,14 @@ class Normalizer:
 
     async def handle(self, event: DocumentDiscovered) -> None:
         if event.kind is ChangeKind.DELETED:
+            held = await self._held_by(event.source_id)
             key = parts.tombstone_key(event.source_id, event.occurred_at)
             await self._durably(lambda: asyncio.to_thread(
                 parts.store, self.s3, key, parts.tombstone(event.source_id, event.occurred_at)))
             freed = await self._durably(lambda: self.dedup.forget(event.source_id))
             await self._normalize_again(freed, event.source_id)
             await self._announce(DocumentNormalized(source_id=event.source_id, sha256=None, part_key=key, deleted=True))
+            await self._discover(held, ChangeKind.DELETED)  # an email's attachments go with it
             DOCUMENTS.labels("deleted").inc()
             return
         if event.sha256 is None:
@@ -118,6 +123,7 @@ class Normalizer:
         if self.dedup.claimed(event.source_id, event.sha256):
             current = await self._durably(lambda: asyncio.to_thread(listing.newest, self.s3, event.source_id))
         if current is not None and current.sha256 == event.sha256:  # written already: announce it, write nothing
+            await self._discover(await self._held_by(event.source_id, current), ChangeKind.UPDATED)  # if lost
             await self._announce(self._normalized(event, current.key, current.info))
             DOCUMENTS.labels("redelivered").inc()
             return
@@ -155,7 +161,15 @@ class Normalizer:
         if (duplicate := claim.duplicate) is not None:
             how = "the same text as" if duplicate.similarity == 1.0 else f"{duplicate.similarity:.0%} similar to"
             raise Rejection(RejectReason.DUPLICATE, f"{how} {duplicate.of}")
+        mail = event.media_type in (media.EML, media.MSG)  # a version before may have held attachments
+        before = await self._held_by(event.source_id) if prepared.attachments or mail else []
+        for attachment, raw in prepared.attachments:  # their bytes first: the part's list points at them
+            await self._durably(lambda a=attachment, b=raw: asyncio.to_thread(
+                put_bytes, self.s3, Bucket.RAW, a.sha256, b, a.media_type))
         await self._durably(lambda: asyncio.to_thread(parts.store, self.s3, key, prepared.part, prepared.info))
+        now = {a.source_id for a, _ in prepared.attachments}
+        await self._discover([a for a in before if a.source_id not in now], ChangeKind.DELETED)
+        await self._discover([a for a, _ in prepared.attachments], ChangeKind.UPDATED)
         TOKENS.inc(prepared.info.tokens)
         return prepared.info
 
@@ -164,16 +178,43 @@ class Normalizer:
         before it leaves the dataset (a tombstone) and stops being anyone's original in dedup."""
         current = await self._durably(lambda: asyncio.to_thread(listing.newest, self.s3, event.source_id))
         if current is not None and not current.tombstone:
+            held = await self._held_by(event.source_id, current)
             key = parts.tombstone_key(event.source_id, event.occurred_at)
             await self._durably(lambda: asyncio.to_thread(
                 parts.store, self.s3, key, parts.tombstone(event.source_id, event.occurred_at)))
             await self._announce(DocumentNormalized(source_id=event.source_id, sha256=None, part_key=key, deleted=True))
+            await self._discover(held, ChangeKind.DELETED)
             log.info("the newest version was rejected; the one before it leaves the dataset",
                      extra={"source_id": event.source_id, "tombstone": key})
         held = self.dedup.index.get(event.source_id)
         if held is not None and held[1].sha256 != event.sha256:  # (a duplicate replaced it already)
             freed = await self._durably(lambda: self.dedup.forget(event.source_id))
             await self._normalize_again(freed, event.source_id)
+
+    async def _held_by(self, source_id: str, current: listing.StoredPart | None = None) -> list[parts.Attachment]:
+        """The documents that the current version of a document holds (an email's attachments)."""
+        if current is None:
+            current = await self._durably(lambda: asyncio.to_thread(listing.newest, self.s3, source_id))
+        if current is None or current.tombstone or not current.info.attachments:
+            return []
+        data = await self._durably(lambda: asyncio.to_thread(read_object, self.s3, Bucket.DATASETS, current.key))
+        return parts.attachments_of(data) if data is not None else []
+
+    async def _discover(self, attachments: list[parts.Attachment], kind: ChangeKind) -> None:
+        """Attachments discovered (or deleted) as documents of their own, as a connector would."""
+        for attachment in attachments:
+            if kind is not ChangeKind.DELETED and attachment.source_id.count("#") > MAX_NESTING:
+                await self._announce(DocumentRejected(
+                    source_id=attachment.source_id, sha256=attachment.sha256, reason=RejectReason.BOMB,
+                    stage="normalizer", message=f"an attachment nested more than {MAX_NESTING} deep is not read"))
+                continue
+            deleted = kind is ChangeKind.DELETED
+            found = DocumentDiscovered(source_id=attachment.source_id, kind=kind,
+                                       sha256=None if deleted else attachment.sha256,
+                                       size=None if deleted else attachment.size,
+                                       media_type=None if deleted else attachment.media_type)
+            await self._durably(lambda e=found: publish_event(self.broker, e, key=e.source_id))
+            ATTACHMENTS.labels(kind).inc()
 
     async def _normalize_again(self, freed: list[Fingerprint], original: str) -> None:
         """Documents rejected as duplicates of a version that is gone: discovered again, so that a

@@ -1,9 +1,11 @@
 """A dataset part's rows cut into passages: short enough to embed whole (E5 reads 512 tokens) and
 to put several into a small model's prompt, never across a section heading.
 
-Text is packed sentence by sentence up to ``MAX_WORDS``; a short line without closing punctuation
-is taken for a heading: it starts a new passage and is kept as the passage's section (and its
-first line, so that both searches see it). A conversation is one passage per conversation
+Text is packed sentence by sentence up to ``MAX_WORDS``. A passage's section is the heading path
+the normalizer marked (Markdown heading lines, see ``datasets.structure``), read across the
+part's chunks in order; in text without marked headings (a PDF's), a short line without closing
+punctuation is taken for a heading. A heading starts a new passage and is its first line, so that
+both searches see it. A conversation is one passage per conversation
 (its system message left out), packed the same way when it is long.
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+
+from services.datasets import structure
 
 MAX_WORDS = 150  # about 200 tokens: E5 reads 512; three of them fit a small model's prompt
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
@@ -25,6 +29,7 @@ class Passage:
     number: int  # its place among the chunk's passages
     section: str
     text: str
+    page: int | None = None  # the page its chunk starts on
 
 
 def _heading(line: str) -> bool:
@@ -53,36 +58,59 @@ def _pack(sentences: list[str], max_words: int) -> list[str]:
     return packed
 
 
-def split_text(text: str, max_words: int = MAX_WORDS) -> list[tuple[str, str]]:
-    """(section, text) passages of one chunk of text."""
+def split_text(text: str, max_words: int = MAX_WORDS, path: str = "") -> list[tuple[str, str]]:
+    """(section, text) passages of text under the heading path ``path``."""
     sections: list[tuple[str, list[str]]] = [("", [])]
     previous = ""  # the line before: a heading follows a blank line or a finished sentence, not a wrapped one
     for line in text.split("\n"):
         line = line.strip()
         if _UNDERLINE.match(line):  # reStructuredText-style underlines mark the heading above them
             continue
-        if line and _heading(line) and (not previous or previous.endswith(_CLOSING) or previous == sections[-1][0]):
+        if (marked := structure.heading(line)) is not None:
+            sections.append((marked[1], []))
+        elif line and _heading(line) and (not previous or previous.endswith(_CLOSING) or previous == sections[-1][0]):
             sections.append((line, []))
         elif line:
             sections[-1][1].append(line)
         previous = line
     found = []
-    for section, lines in sections:
+    last = path.rsplit(structure.SEPARATOR, 1)[-1]
+    for heading, lines in sections:
         sentences = [s for s in _SENTENCE_END.split(" ".join(lines)) if s.strip()]
-        for body in _pack(sentences, max_words - len(section.split())):
-            found.append((section, f"{section}\n{body}" if section else body))
+        section = structure.SEPARATOR.join(p for p in (path, "" if heading == last else heading) if p)
+        for body in _pack(sentences, max_words - len(heading.split())):
+            found.append((section, f"{heading}\n{body}" if heading else body))
     return found
 
 
 def from_rows(rows: list[dict], max_words: int = MAX_WORDS) -> list[Passage]:
-    """Passages of a part's rows (``chunk_index``, ``kind``, ``text``, ``messages``)."""
+    """Passages of a part's rows (``chunk_index``, ``kind``, ``text``, ``messages``, and ``page`` where
+    the part has it)."""
     found = []
+    texts = [row for row in rows if row["kind"] != "chat"]
+    # each chunk a "page", so that a heading's path carries from one chunk into the next
+    by_chunk: dict[int, list[structure.Paragraph]] = {}
+    for paragraph in structure.paragraphs([row["text"] for row in texts], paged=True):
+        by_chunk.setdefault(texts[paragraph.page - 1]["chunk_index"], []).append(paragraph)
     for row in rows:
         if row["kind"] == "chat":
             # the system message instructs the model and repeats in every conversation: not knowledge
             lines = [f"{m['role']}: {m['content']}" for m in json.loads(row["messages"]) if m["role"] != "system"]
             pieces = [("", body) for body in _pack(lines, max_words)]
         else:
-            pieces = split_text(row["text"], max_words)
-        found += [Passage(row["chunk_index"], i, section, text) for i, (section, text) in enumerate(pieces)]
+            pieces = [piece for path, group in _by_section(by_chunk.get(row["chunk_index"], []))
+                      for piece in split_text(group, max_words, path)]
+        found += [Passage(row["chunk_index"], i, section, text, row.get("page"))
+                  for i, (section, text) in enumerate(pieces)]
     return found
+
+
+def _by_section(paragraphs: list[structure.Paragraph]) -> list[tuple[str, str]]:
+    """(section path, text) of each run of a chunk's paragraphs under one heading path."""
+    runs: list[tuple[str, list[str]]] = []
+    for paragraph in paragraphs:
+        if runs and runs[-1][0] == paragraph.section and structure.heading(paragraph.text.split("\n", 1)[0]) is None:
+            runs[-1][1].append(paragraph.text)
+        else:
+            runs.append((paragraph.section, [paragraph.text]))
+    return [(path, "\n\n".join(texts)) for path, texts in runs]

@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
-from samples import corpus
+from samples import corpus, outlook
 from services import media, registry
 from services.contracts import (
     Bucket,
@@ -286,6 +286,63 @@ async def test_a_rejected_new_version_takes_the_older_text_out_of_the_dataset(lo
     assert outcome(results, a)[2].reason is RejectReason.LOW_QUALITY
     assert part_text(local_stack, outcome(results, b)[1].part_key)[0] == part_text(
         local_stack, outcome(results, a)[0].part_key)[0]
+
+
+async def test_an_emails_attachments_are_documents_of_their_own_and_go_with_it(local_stack, results, tmp_path):
+    """An email's attachments are discovered as documents of their own (``<mail>#<name>``), a hostile
+    one is rejected alone, a forwarded message's attachments too; a new version of the email without
+    an attachment deletes it, and deleting the email deletes every attachment it still holds. An
+    Outlook message's attachments are documents too."""
+    prefix = f"m{uuid.uuid4().hex[:10]}"
+    rng = random.Random(prefix)  # text of this run alone: dedup would take it for an earlier run's
+    words = lambda n: " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(6))  # noqa: E731
+                               for _ in range(n)) + "."
+    notes, report = words(120), words(150)
+    forwarded = corpus.make_eml("Notas de la reunión", words(40), [("notas.txt", notes.encode())])
+    attachments = [("informe.md", report.encode()), ("bomba.docx", corpus.make_zip_bomb()), ("fwd.eml", forwarded)]
+    mail = f"{prefix}:aviso.eml"
+    ids = {"report": f"{mail}#informe.md", "bomb": f"{mail}#bomba.docx", "fwd": f"{mail}#Notas de la reunión.eml"}
+    ids["notes"] = f"{ids['fwd']}#notas.txt"
+    s3 = minio_client(local_stack)
+    gone = lambda sid: (n := listing.newest(s3, sid)) is not None and n.tombstone  # noqa: E731
+    with normalizer(local_stack, tmp_path):
+        await discover(local_stack, prefix, [corpus.Doc("aviso.eml", corpus.make_eml("Calendario", words(80),
+                                                                                      attachments))])
+        results.wait_for(lambda: all(outcome(results, s) for s in [mail, *ids.values()]), timeout_s=120,
+                         what="the email and each attachment")
+        first = {name: outcome(results, sid)[0] for name, sid in ids.items()}
+        assert isinstance(outcome(results, mail)[0], DocumentNormalized)
+        assert first["bomb"].reason is RejectReason.BOMB  # rejected alone: the rest went on
+        assert part_text(local_stack, first["report"].part_key)[0] == report
+        assert part_text(local_stack, first["notes"].part_key)[0] == notes  # inside the forwarded message
+        assert isinstance(first["fwd"], DocumentNormalized)
+
+        # an Outlook message's attachments likewise
+        annex = words(90)
+        await discover(local_stack, prefix, [corpus.Doc("nota.msg", outlook.make_msg(
+            "Nota", "Personal", words(60), [("anexo.md", annex.encode())]))])
+        results.wait_for(lambda: outcome(results, f"{prefix}:nota.msg#anexo.md"), what="the MSG's attachment")
+        assert outcome(results, f"{prefix}:nota.msg")[0].media_type == media.MSG
+        assert part_text(local_stack, outcome(results, f"{prefix}:nota.msg#anexo.md")[0].part_key)[0] == annex
+
+        # a new version of the email without the report: the report goes, the others stay
+        await discover(local_stack, prefix, [corpus.Doc("aviso.eml", corpus.make_eml("Calendario", words(80),
+                                                                                      attachments[1:]))])
+        results.wait_for(lambda: gone(ids["report"]), what="the dropped attachment deleted")
+        assert not gone(ids["fwd"]) and not gone(ids["notes"])
+
+        await delete(local_stack, mail)
+        results.wait_for(lambda: all(gone(s) for s in (mail, ids["fwd"], ids["notes"])), timeout_s=60,
+                         what="the email and every attachment it held deleted")
+        assert outcome(results, ids["report"])[-1].deleted and outcome(results, ids["notes"])[-1].deleted
+
+        # forgetting the email forgets what any of its versions held, down to the forwarded message's
+        forgot = subprocess.run([AFINA, "forget", mail], capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "AFINA_STATE_DIR": str(local_stack.state_dir)})
+    assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+    # sorted; the bomb too: its deletion left a tombstone
+    assert f"and the 3 documents it held: {ids['fwd']}, {ids['bomb']}, {ids['report']}" in forgot.stdout
+    assert not any(list_parts(s3, sid) for sid in ids.values()) and not list_parts(s3, mail)
 
 
 async def test_forget_takes_a_document_out_of_everything_and_marks_the_versions_trained_on_it(

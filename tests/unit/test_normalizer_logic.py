@@ -10,6 +10,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from samples import corpus
 from services.contracts import RejectReason, TokenizerId
+from services.datasets import structure
 from services.datasets.parts import part_key, read_parquet, to_parquet, tombstone_key
 from services.normalizer import clean, language, pii, quality
 from services.normalizer.dedup import DedupLog
@@ -145,13 +146,13 @@ def tokenizer() -> Tokenizer:
 def test_chunks_pack_paragraphs_and_cut_long_ones(tokenizer):
     paragraphs = corpus.ES + corpus.EN
     text = "\n\n".join(paragraphs)
-    chunks = chunk(text, tokenizer, max_tokens=60)
+    chunks = chunk(structure.paragraphs([text]), tokenizer, max_tokens=60)
     assert all(0 < len(c.token_ids) <= 60 for c in chunks)
     assert len(chunks) < len(paragraphs)  # short paragraphs share chunks
     assert sum(len(c.token_ids) for c in chunks) == sum(
         len(tokenizer.encode(p, add_special_tokens=False).ids) for p in paragraphs)
     long = " ".join(corpus.ES * 10)
-    pieces = chunk(long, tokenizer, max_tokens=50)
+    pieces = chunk(structure.paragraphs([long]), tokenizer, max_tokens=50)
     assert len(pieces) > 1 and all(len(p.token_ids) <= 50 for p in pieces)
     assert tokenizer.decode(pieces[0].token_ids).strip() == pieces[0].text.strip()
 
@@ -165,7 +166,8 @@ def test_part_keys_are_deterministic_and_ordered():
     assert part_key("s:a", t1, "f" * 64) < tombstone_key("s:a", t2)
     row = {"source_id": "s:a", "sha256": "f" * 64, "chunk_index": 0, "kind": "text", "text": "hola",
            "messages": None, "token_ids": [1, 2], "n_tokens": 2, "language": "es", "media_type": "text/plain",
-           "tokenizer": "v0", "stability": "volatile", "discovered_at": t1, "normalized_at": t2}
+           "tokenizer": "v0", "stability": "volatile", "section": "Política > Plazos", "page": 3,
+               "discovered_at": t1, "normalized_at": t2}
     assert read_parquet(to_parquet([row])).to_pylist() == [row]
 
 
@@ -196,7 +198,7 @@ async def test_workers_prepare_with_the_tokenizer_they_were_started_with(tokeniz
         rows = read_parquet(prepared.part).to_pylist()
         assert prepared.info.language == "en" and {r["tokenizer"] for r in rows} == {TOKENIZER}
         assert [t for r in rows for t in r["token_ids"]] == [
-            t for c in chunk(" ".join(corpus.EN), tokenizer, 64) for t in c.token_ids]
+            t for c in chunk(structure.paragraphs([" ".join(corpus.EN)]), tokenizer, 64) for t in c.token_ids]
     finally:
         pool.close()
 

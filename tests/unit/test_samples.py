@@ -17,6 +17,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from services import media
+from services.datasets import structure
 from services.normalizer.fingerprint import NEAR_THRESHOLD, signature, similarity
 from services.normalizer.pipeline import NormalizedDoc, normalize
 from services.normalizer.tokenize import chunk, count_tokens
@@ -93,7 +94,7 @@ def test_each_sample_is_accepted_in_its_language(name, normalized, tokenizer):
         assert doc.examples and all(ex[-1]["role"] == "assistant" for ex in doc.examples)
         assert all(count_tokens(["\n".join(m["content"] for m in ex) for ex in doc.examples], tokenizer))
     else:
-        chunks = chunk(doc.text, tokenizer, Settings().normalizer.max_chunk_tokens)
+        chunks = chunk(structure.paragraphs(doc.pages, doc.paged), tokenizer, Settings().normalizer.max_chunk_tokens)
         assert chunks and all(c.token_ids for c in chunks)
 
 

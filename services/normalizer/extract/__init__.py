@@ -23,11 +23,16 @@ class Rejection(Exception):
 
 @dataclass
 class Extracted:
-    """Text by page (one page for formats without pages) or supervised examples."""
+    """Text by page (one page for formats without pages) or supervised examples.
+
+    A heading is a Markdown heading line (``## Title``) in every format (see ``structure``).
+    """
 
     pages: list[str] = field(default_factory=list)
+    paged: bool = False  # the pages are the document's numbered pages (PDF, slides), kept per chunk
     examples: list[list[dict[str, str]]] = field(default_factory=list)  # chat: [{"role", "content"}]
     front_matter: dict = field(default_factory=dict)  # Markdown's YAML front matter
+    attachments: list[tuple[str, bytes]] = field(default_factory=list)  # (unique name, bytes): documents of their own
 
 
 LABELS = {media.PDF: "a PDF", media.DOCX: "a Word document (DOCX)", media.HTML: "an HTML page",
@@ -35,6 +40,7 @@ LABELS = {media.PDF: "a PDF", media.DOCX: "a Word document (DOCX)", media.HTML: 
           media.PPTX: "a PowerPoint presentation (PPTX)", media.XLSX: "an Excel workbook (XLSX)",
           media.ODT: "an OpenDocument text (ODT)", media.ODS: "an OpenDocument spreadsheet (ODS)",
           media.ODP: "an OpenDocument presentation (ODP)", media.EPUB: "an EPUB book", media.RTF: "an RTF document",
+          media.EML: "an email (EML)", media.MSG: "an Outlook message (MSG)",
           **{kind: f"an image ({kind.removeprefix('image/').upper()})" for kind in media.IMAGES}}
 
 
@@ -65,7 +71,7 @@ def not_what_it_is_named(data: bytes, name: str, named: str, found: str) -> str:
 
 
 def extract(data: bytes, media_type: str, name: str) -> Extracted:
-    from services.normalizer.extract import chat, docx, epub, html, image, odf, pdf, pptx, rtf, text, xlsx
+    from services.normalizer.extract import chat, docx, epub, html, image, mail, odf, pdf, pptx, rtf, text, xlsx
 
     if not data.strip():
         raise Rejection(RejectReason.EMPTY, "the document is empty")
@@ -79,6 +85,8 @@ def extract(data: bytes, media_type: str, name: str) -> Extracted:
         media.ODP: odf.extract,
         media.EPUB: epub.extract,
         media.RTF: rtf.extract,
+        media.EML: mail.extract,
+        media.MSG: mail.extract_outlook,
         media.HTML: html.extract,
         media.MARKDOWN: text.extract_markdown,
         media.TEXT: text.extract,
@@ -87,6 +95,9 @@ def extract(data: bytes, media_type: str, name: str) -> Extracted:
     }
     reader = readers.get(media_type)
     if reader is None:
+        if media_type == media.OLE and media.named(name) == media.MSG:
+            raise Rejection(RejectReason.CORRUPT, f"{name!r} is named as {LABELS[media.MSG]}, but its OLE container "
+                                                  "holds no message properties (damaged, or another Office file)")
         if media_type == media.OLE:
             docx.reject_ole(data)
         if media.named(name) in readers:  # named as a format afina reads, but its bytes are not that

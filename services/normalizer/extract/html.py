@@ -1,23 +1,44 @@
-"""The main content of an HTML page, without navigation and boilerplate (trafilatura)."""
+"""The main content of an HTML page, without navigation and boilerplate.
+
+trafilatura finds a web page's main content. A page that is all content (a manual's chapter, an
+exported document) it may cut short, dropping headings or a last section; for those the page's own
+structure, rendered block by block outside navigation, banners and link lists, is kept instead: when
+it holds nearly every word trafilatura kept, and not many more.
+"""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import lxml.html
 import trafilatura
 
 from services.contracts import RejectReason
 from services.normalizer.extract import Extracted, Rejection
-from services.normalizer.extract.text import decode
+from services.normalizer.extract.tables import markdown_table
+from services.normalizer.extract.text import decode, strip_markdown
 
 MAX_DEPTH = 1000
 # boxes that pages put their own content in (notes, tips, warnings, sidebars): trafilatura takes
 # them for boilerplate by their tag or class
 _BOXES = re.compile(r"note|tip|hint|warning|caution|important|attention|callout|admonition|sidebar", re.I)
-_NOT_CONTENT = re.compile(r"cookie|consent|banner|popup|modal|newsletter|subscribe|share|social|advert", re.I)
+_NOT_CONTENT = re.compile(r"cookie|consent|banner|popup|modal|newsletter|subscribe|share|social|advert|nav|menu|"
+                          r"breadcrumb|topbar|skip|pagination|related|comment", re.I)
 _MAX_LINK_SHARE = 0.5  # a box mostly of link text is navigation, and stays boilerplate
 _MIN_BOX_WORDS = 4
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
+_INLINE = ("code", "em", "strong", "b", "i", "tt", "span", "kbd", "var", "samp", "u", "small", "abbr", "cite",
+           "dfn", "mark", "q", "s", "sub", "sup", "font")
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_BLOCK = {"p", "div", "section", "article", "main", "ul", "ol", "dl", "blockquote", "figure", "figcaption",
+          "details", "summary", "address", "center", "hgroup", "body", "fieldset", "legend", "caption", "header"}
+_NOT_TEXT = {"nav", "footer", "script", "style", "noscript", "form", "iframe", "svg", "button", "select",
+             "template", "object", "canvas", "head", "title", "menu", "dialog",
+             "aside"}  # an aside still an aside once boxes of prose are unboxed is not the page's text
+_IN_CONTENT = lxml.etree.XPath("boolean(ancestor::article | ancestor::main | ancestor::*[@role='main'])")
+_MIN_KEPT = 0.9  # of the main-content extractor's words, the page's own structure must hold this share
+_MAX_GROWTH = 1.6  # and at most this many times as many words
 
 
 def extract(data: bytes) -> Extracted:
@@ -25,33 +46,132 @@ def extract(data: bytes) -> Extracted:
     depth = _max_depth(markup)
     if depth > MAX_DEPTH:
         raise Rejection(RejectReason.BOMB, f"the HTML nests elements {depth} deep (over {MAX_DEPTH}); not parsed")
-    text = trafilatura.extract(_unboxed(markup), include_tables=True, include_comments=False, favor_recall=True)
+    tree = _tree(markup)
+    if tree is None:
+        text = _main_text(markup)
+    else:
+        _flatten_inline(tree)  # inline markup would become Markdown emphasis and code fences, and move words
+        _unbox(tree)
+        text = _main_text(lxml.html.tostring(tree, encoding="unicode"))
+        whole = _document_text(tree)
+        if _holds_more_of_the_same(whole, text):
+            text = whole
     if not text or not text.strip():
         raise Rejection(RejectReason.NO_TEXT, "the HTML page has no main text (only navigation or markup)")
-    return Extracted(pages=[text])
+    return Extracted(pages=[strip_markdown(text)])
 
 
-def _unboxed(markup: str) -> str:
-    """The page with its content boxes (asides and note-like blocks of prose, not of links) made
-    plain blocks, so that the extractor keeps their text."""
-    try:
-        tree = lxml.html.document_fromstring(markup)
+def _tree(markup: str):
+    try:  # lxml refuses a str that declares its encoding: the declaration is moot once decoded
+        return lxml.html.document_fromstring(_XML_DECLARATION.sub("", markup, count=1))
     except (ValueError, lxml.etree.ParserError):
-        return markup
-    changed = False
+        return None
+
+
+def _main_text(markup: str) -> str | None:
+    # Markdown keeps headings (the section path) and tables; its inline syntax is stripped as Markdown's is
+    return trafilatura.extract(markup, include_tables=True, include_comments=False, favor_recall=True,
+                               output_format="markdown")
+
+
+def _flatten_inline(tree) -> None:
+    for element in list(tree.iter(*_INLINE)):
+        if element.getparent() is not None and not element.xpath("ancestor::pre"):
+            element.drop_tag()
+
+
+def _unbox(tree) -> None:
+    """The page's content boxes (asides and note-like blocks of prose, not of links) made plain
+    blocks, so that the extractor keeps their text."""
     for box in tree.iter("aside", "div", "section"):
         names = f"{box.get('class', '')} {box.get('id', '')}"
         if (box.tag != "aside" and not _BOXES.search(names)) or _NOT_CONTENT.search(names):
             continue
         text = box.text_content()
-        links = sum(len(a.text_content()) for a in box.iter("a"))
-        if len(text.split()) < _MIN_BOX_WORDS or links > _MAX_LINK_SHARE * max(1, len(text.strip())):
+        if len(text.split()) < _MIN_BOX_WORDS or _link_share(box) > _MAX_LINK_SHARE:
             continue
         box.tag = "div"
         for attribute in ("class", "id", "role"):
             box.attrib.pop(attribute, None)
-        changed = True
-    return lxml.html.tostring(tree, encoding="unicode") if changed else markup
+
+
+def _link_share(element) -> float:
+    text = len(" ".join(element.text_content().split()))
+    return sum(len(" ".join(a.text_content().split())) for a in element.iter("a") if a.get("href")) / max(1, text)
+
+
+# -- the page's own structure, for pages that are all content (manuals, handbooks, exported docs) ------
+def _document_text(tree) -> str:
+    """Every block of the page outside navigation, banners and link lists, in order, as Markdown."""
+    root = next(iter(tree.xpath("//main | //*[@role='main']")), None)
+    if root is None:
+        root = tree.find("body") if tree.find("body") is not None else tree
+    blocks: list[str] = []
+    _render(root, blocks)
+    return "\n\n".join(blocks)
+
+
+def _skipped(element) -> bool:
+    if element.tag in _NOT_TEXT or (element.tag == "header" and not _IN_CONTENT(element)):  # an article's title
+        return True
+    return bool(_NOT_CONTENT.search(f"{element.get('class', '')} {element.get('id', '')} {element.get('role', '')}"))
+
+
+def _render(element, blocks: list[str]) -> None:
+    run: list[str] = [element.text or ""]
+
+    def close_run() -> None:
+        if text := " ".join("".join(run).split()):
+            blocks.append(text)
+        run.clear()
+
+    for child in element:
+        if not isinstance(child.tag, str):  # a comment or a processing instruction
+            run.append(child.tail or "")
+            continue
+        if _skipped(child):
+            pass
+        elif child.tag in _HEADINGS:
+            close_run()
+            if title := " ".join(child.text_content().split()):
+                blocks.append(f"{'#' * int(child.tag[1])} {title}")
+        elif child.tag == "pre":
+            close_run()
+            blocks.append(child.text_content().strip("\n"))
+        elif child.tag == "table":
+            close_run()
+            rows = [[" ".join(cell.text_content().split()) for cell in row.iter("td", "th")] for row in child.iter("tr")]
+            if _link_share(child) <= _MAX_LINK_SHARE and (table := markdown_table(rows)):
+                blocks.append(table)
+        elif child.tag in ("li", "dt", "dd"):
+            close_run()
+            if _link_share(child) <= _MAX_LINK_SHARE:  # a table of contents or a menu: links, not text
+                items: list[str] = []
+                _render(child, items)
+                if items:
+                    blocks.append(("- " if child.tag == "li" else "") + items[0])
+                    blocks.extend(items[1:])
+        elif child.tag in _BLOCK or child.tag == "br":
+            close_run()
+            _render(child, blocks)
+        else:  # inline: its words join the run
+            run.append(child.text_content())
+        run.append(child.tail or "")
+    close_run()
+
+
+def _holds_more_of_the_same(whole: str, main: str | None) -> bool:
+    """Whether the page's own structure holds nearly all the main-content extractor kept, and not
+    much else: then the page is all content and the extractor dropped some (headings, a section)."""
+    ours, theirs = Counter(_words(whole)), Counter(_words(main or ""))
+    if not theirs:
+        return bool(ours)
+    kept = sum((ours & theirs).values()) / sum(theirs.values())
+    return kept >= _MIN_KEPT and sum(ours.values()) <= _MAX_GROWTH * sum(theirs.values())
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
 
 
 def _max_depth(markup: str) -> int:

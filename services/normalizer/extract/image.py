@@ -39,4 +39,4 @@ def extract(data: bytes) -> Extracted:
                                               "knows, or damaged past its header") from None
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's ways of saying "damaged"
         raise Rejection(RejectReason.CORRUPT, f"the image cannot be decoded ({type(exc).__name__}: {exc})") from None
-    return Extracted(pages=pages)
+    return Extracted(pages=pages, paged=True)

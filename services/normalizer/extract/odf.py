@@ -9,6 +9,7 @@ import io
 from services.contracts import RejectReason
 from services.normalizer.extract import Extracted, Rejection
 from services.normalizer.extract.tables import markdown_table
+from services.normalizer.extract.text import strip_markdown
 from services.normalizer.extract.zipped import check_zip
 
 MAX_CELLS = 2_000_000  # as for XLSX
@@ -26,8 +27,8 @@ def extract(data: bytes) -> Extracted:
         if kind.endswith(".spreadsheet"):
             return Extracted(pages=_sheets(body))
         if kind.endswith(".presentation"):
-            return Extracted(pages=[_slide(page) for page in body.get_draw_pages()])
-        return Extracted(pages=["\n".join(_blocks(body))])
+            return Extracted(pages=[strip_markdown(_slide(page)) for page in body.get_draw_pages()], paged=True)
+        return Extracted(pages=[strip_markdown("\n\n".join(_blocks(body)))])  # odfdo writes links as Markdown
     except Rejection:
         raise
     except Exception as exc:  # noqa: BLE001 (odfdo and lxml raise many kinds on malformed parts)
@@ -38,7 +39,10 @@ def extract(data: bytes) -> Extracted:
 def _blocks(element) -> list[str]:
     out = []
     for child in element.children:
-        if child.tag in _BLOCKS:
+        if child.tag == "text:h":  # a heading, at its outline level
+            level = min(6, max(1, int(child.get_attribute("text:outline-level") or 1)))
+            out.append(f"{'#' * level} {' '.join(child.text_recursive.split())}")
+        elif child.tag in _BLOCKS:
             out.append(child.text_recursive.strip("\n"))
         elif child.tag == "table:table":
             out += ["", markdown_table(_values(child)), ""]
@@ -58,12 +62,19 @@ def _sheets(body) -> list[str]:
     pages = []
     for table in body.get_tables():
         if table_text := markdown_table(_values(table)):
-            pages.append(f"{table.name}\n\n{table_text}")
+            pages.append(f"# {table.name}\n\n{table_text}")
     return pages
+
+
+def _frame_text(frame) -> str:
+    text = frame.text_recursive.strip()
+    if text and frame.get_attribute("presentation:class") == "title":  # the slide's title: its heading
+        return f"# {' '.join(text.split())}"
+    return text
 
 
 def _slide(page) -> str:
     notes = [n.text_recursive.strip() for n in page.get_elements("presentation:notes")]
-    texts = [frame.text_recursive.strip() for frame in page.get_elements("draw:frame")
+    texts = [_frame_text(frame) for frame in page.get_elements("draw:frame")
              if not frame.get_elements("ancestor::presentation:notes")]
     return "\n".join([*(t for t in texts if t), *([""] + notes if any(notes) else [])])

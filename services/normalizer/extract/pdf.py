@@ -1,11 +1,13 @@
 """PDF text layer, page by page, with PDFium (pypdfium2): fast, and tolerant of real-world files.
-Pages without a text layer (scans) are read by Tesseract's OCR when it is installed."""
+Pages without a text layer that hold a picture (scans) are read by Tesseract's OCR when it is installed;
+a blank page (a book's left-hand page) is not rendered for it."""
 
 from __future__ import annotations
 
 import re
 
 import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 
 from services.contracts import RejectReason
 from services.normalizer.extract import Extracted, Rejection, ocr
@@ -32,7 +34,7 @@ def extract(data: bytes) -> Extracted:
             # lines itself: dropping the marker restores the word.
             text = textpage.get_text_range().replace("\ufffe", "")
             textpage.close()
-            if not text.strip() and ocr.tesseract() is not None:
+            if not text.strip() and ocr.tesseract() is not None and _has_picture(page):
                 text = ocr.read(page.render(scale=OCR_DPI / 72).to_pil())
             page.close()
             pages.append(text)
@@ -41,7 +43,7 @@ def extract(data: bytes) -> Extracted:
     if not any(page.strip() for page in pages):
         raise Rejection(RejectReason.NO_TEXT,
                         f"the PDF has no text layer and no readable text (a scan?){ocr.missing_hint()}")
-    return Extracted(pages=pages)
+    return Extracted(pages=pages, paged=True)
 
 
 _OBJECT = re.compile(rb"(?<![0-9])(\d{1,10})[ \t\r\n]+(\d{1,5})[ \t\r\n]+obj\b")
@@ -91,3 +93,7 @@ def rebuild_xref(data: bytes) -> bytes | None:
         b"%010d %05d n \n" % offsets[n] if n in offsets else b"0000000000 00000 f \n" for n in range(1, size)]
     trailer = b"trailer\n<< /Size %d /Root %d %d R >>\nstartxref\n%d\n%%%%EOF\n" % (size, *root, len(body))
     return body + b"xref\n0 %d\n" % size + b"".join(rows) + trailer
+
+
+def _has_picture(page) -> bool:
+    return next(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]), None) is not None

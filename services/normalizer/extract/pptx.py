@@ -1,4 +1,4 @@
-"""PPTX slides with python-pptx, after the ZIP bomb check: one page per slide, its title first,
+"""PPTX slides with python-pptx, after the ZIP bomb check: one page per slide, its title first as its heading,
 then the text of its shapes in reading order (tables as Markdown rows), then its speaker notes."""
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ def extract(data: bytes) -> Extracted:
         raise Rejection(RejectReason.CORRUPT, f"the PPTX cannot be read ({type(exc).__name__}: {exc})") from None
     if len(slides) > MAX_SLIDES:
         raise Rejection(RejectReason.TOO_LARGE, f"the PPTX has {len(slides)} slides, over {MAX_SLIDES}")
-    return Extracted(pages=[_slide_text(slide) for slide in slides])
+    return Extracted(pages=[_slide_text(slide) for slide in slides], paged=True)
 
 
 def _slide_text(slide) -> str:
     title = slide.shapes.title
-    lines = [title.text_frame.text] if title is not None and title.has_text_frame else []
+    heading = " ".join(title.text_frame.text.split()) if title is not None and title.has_text_frame else ""
+    lines = [f"# {heading}"] if heading else []
     # reading order: top to bottom, then left to right (shapes are stored in the order they were drawn)
     skip = title.shape_id if title is not None else None
     shapes = sorted((s for s in slide.shapes if s.shape_id != skip), key=lambda s: (s.top or 0, s.left or 0))

@@ -31,27 +31,33 @@ def decode(data: bytes) -> str:
 
 
 def extract(data: bytes) -> Extracted:
-    return Extracted(pages=[_strip_markdown(decode(data))])
+    return Extracted(pages=[strip_markdown(decode(data))])
 
 
 def extract_markdown(data: bytes) -> Extracted:
     """Markdown: its front matter (metadata, not text) apart, the rest as text."""
     front, body = split_front_matter(decode(data).lstrip("\ufeff"))
-    return Extracted(pages=[_strip_markdown(body)], front_matter=front)
+    return Extracted(pages=[strip_markdown(body)], front_matter=front)
 
 
+# Markdown's inline syntax goes; headings (they make the section path, see ``structure``) and tables stay.
 _MD_SYNTAX = [
     (re.compile(r"^```.*$", re.M), ""),  # fences (the code stays)
-    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images: keep the alt text
-    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # links: keep the words
-    (re.compile(r"^\s{0,3}#{1,6}\s+", re.M), ""),  # headings
+    (re.compile(r"!\[([^\]]*)\]\((?:[^()]|\([^()]*\))*\)"), r"\1"),  # images: keep the alt text
+    (re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^()]*\))*\)"), r"\1"),  # links: keep the words (a URL may hold "()")
+    (re.compile(r"^\s{0,3}(#{1,6})\s+", re.M), r"\1 "),  # headings: kept, unindented
     (re.compile(r"^\s{0,3}>\s?", re.M), ""),  # quotes
     (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),  # bold
+    (re.compile(r"(?<![\w*])\*(?![\s*])([^*\n]+?)(?<!\s)\*(?![\w*])"), r"\1"),  # emphasis (not a "* item")
+    (re.compile(r"(?<!`)`([^`\n]+)`(?!`)"), r"\1"),  # inline code
     (re.compile(r"^\s*[-*_]{3,}\s*$", re.M), ""),  # rules
 ]
+_ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+.!~|<>-])")  # "\*" is a literal "*": kept from the rules above
+_HIDDEN = 0xE000  # escaped characters wait in the private use area while the rules run
 
 
-def _strip_markdown(text: str) -> str:
+def strip_markdown(text: str) -> str:
+    text = _ESCAPED.sub(lambda found: chr(_HIDDEN + ord(found.group(1))), text)
     for pattern, replacement in _MD_SYNTAX:
         text = pattern.sub(replacement, text)
-    return text
+    return re.sub("[\ue000-\ue07f]", lambda hidden: chr(ord(hidden.group()) - _HIDDEN), text)

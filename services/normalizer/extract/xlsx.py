@@ -32,7 +32,7 @@ def extract(data: bytes) -> Extracted:
                 rows.append(["" if value is None else str(value) for value in row])
             table = markdown_table(rows)
             if table:
-                pages.append(f"{sheet.title}\n\n{table}")
+                pages.append(f"# {sheet.title}\n\n{table}")
     except Rejection:
         raise
     except Exception as exc:  # noqa: BLE001 (a damaged sheet part)
