@@ -4,12 +4,14 @@ one way to consume batches of typed events, and one way to read a compacted topi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import RecordMetadata
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -138,33 +140,74 @@ async def read_record(broker: KafkaBroker, model: type[E], record: ConsumerRecor
         return None
 
 
+class FinishBatchFirst(ConsumerRebalanceListener):
+    """Partitions move to another consumer of the group only between batches.
+
+    Without it, a replica joining (or one coming back after a crash) makes Kafka move partitions
+    while their owner is still handling a batch: the new owner reads the same records from the
+    last commit and handles them at the same time, and the old owner's commit then fails. aiokafka
+    awaits ``on_partitions_revoked`` before it rejoins the group, while this consumer's commits
+    are still accepted, so waiting there for the batch in hand lets it finish and commit.
+    """
+
+    def __init__(self) -> None:
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def handling(self):
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._idle.set()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._idle.wait()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
+
+
 def subscribe_batches(broker: KafkaBroker, topic: Topic, model: type[E], handle: Callable[[list[E]], Awaitable[None]],
                       **subscriber: object) -> None:
     """Subscribe ``handle`` to batches of ``topic`` as typed events, committed after it returns.
 
     Records are validated from their bytes (invalid ones are dead-lettered by ``read_record``).
     Should ``handle`` or a dead-letter publish raise, the batch is not committed: the consumer is
-    rewound to its first records and reads it again after a backoff, never past it.
+    rewound to its first records and reads it again after a backoff, never past it. A rebalance
+    waits for the batch in hand (``FinishBatchFirst``), but not for a failed one's backoff.
     """
     failures = 0
+    finishing = FinishBatchFirst()
 
     async def on_batch(msg: KafkaMessage) -> None:
         nonlocal failures
+        async with finishing.handling():
+            try:
+                await handle([event for record in msg.raw_message
+                              if (event := await read_record(broker, model, record))])
+            except Exception as exc:  # noqa: BLE001 - any failure: the same records again, later
+                failures += 1
+                delay = min(FIRST_DELAY_S * 2 ** (failures - 1), MAX_DELAY_S)
+                log.error("a batch failed; it will be read again", extra={
+                    "topic": str(topic), "records": len(msg.raw_message), "error": repr(exc), "retry_s": delay})
+            else:
+                failures = 0
+                try:
+                    await commit(msg)
+                except CommitFailedError:  # the group moved on without this consumer (it was too slow)
+                    log.warning("a handled batch could not be committed: its partitions' new owner reads it again",
+                                extra={"topic": str(topic), "records": len(msg.raw_message)})
+                return
+        await asyncio.sleep(delay)
         try:
-            await handle([event for record in msg.raw_message if (event := await read_record(broker, model, record))])
-        except Exception as exc:  # noqa: BLE001 - any failure: the same records again, later
-            failures += 1
-            delay = min(FIRST_DELAY_S * 2 ** (failures - 1), MAX_DELAY_S)
-            log.error("a batch failed; it will be read again", extra={
-                "topic": str(topic), "records": len(msg.raw_message), "error": repr(exc), "retry_s": delay})
-            await asyncio.sleep(delay)
             await msg.nack()  # seeks each partition back to the batch's first record
-            return
-        failures = 0
-        await commit(msg)
+        except IllegalStateError:  # a partition moved during the backoff: its new owner reads from the last commit
+            log.info("a failed batch's partitions moved to another consumer", extra={"topic": str(topic)})
 
     broker.subscriber(topic, batch=True, ack_policy=AckPolicy.MANUAL, batch_timeout_ms=BATCH_POLL_MS,
-                      **subscriber)(on_batch)
+                      listener=finishing, **subscriber)(on_batch)
 
 
 class TopicMissing(LookupError):

@@ -5,8 +5,9 @@ partition); a document version's part is read from MinIO, cut into passages (pas
 embedded and, with the batch's other documents, replaces that document's rows in the passage
 index in one commit (index.py); a tombstone, or a part that is gone (``afina forget``), removes
 the document's rows. Offsets are committed only after that commit: a crash means the batch is
-read again, and writing it again gives the same rows. Replicas may share the group: LanceDB
-commits conflict-free on MinIO (see index.py).
+read again, and writing it again gives the same rows. Replicas may share the group: each passage
+id is the table's key, so two replicas writing it at once leave it once (see index.py), and a
+replica losing partitions in a rebalance first finishes the batch it holds (messaging.py).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Indexer:
         BATCH_SECONDS.observe(time.perf_counter() - started)
         log.info("indexed", extra={"documents": len(documents), "passages": sum(len(d.rows) for d in documents)})
         if time.monotonic() - self._optimized_at > self.settings.retrieval.optimize_s:
-            await asyncio.to_thread(self.index.optimize)
+            if not await asyncio.to_thread(self.index.optimize):
+                log.info("another replica optimized the index at the same moment; this one goes on")
             self._optimized_at = time.monotonic()
 
     async def passages_of(self, event: DocumentNormalized) -> DocumentPassages | None:
@@ -75,7 +77,8 @@ class Indexer:
             return DocumentPassages(event.source_id, [])
         try:
             table = parts.read_parquet(data)
-            found = passages.from_rows(table.select(["chunk_index", "kind", "text", "messages"]).to_pylist())
+            columns = [c for c in ("chunk_index", "kind", "text", "messages", "page") if c in table.column_names]
+            found = passages.from_rows(table.select(columns).to_pylist())  # parts before pages have no page
         except Exception as exc:  # noqa: BLE001 (one unreadable part must not stop the index)
             await publish_event(self.broker, DocumentRejected(
                 source_id=event.source_id, sha256=event.sha256, reason=RejectReason.CORRUPT, stage="consumer",

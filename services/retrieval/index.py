@@ -6,7 +6,8 @@ passages and deletes every other row of those documents (their old version, or a
 a deleted document) in one commit, so a reader sees a document's old rows or its new ones, never
 both or neither, and a redelivered batch writes the same rows again (ids are deterministic).
 Lance commits a table version with a conditional put, so several writers (indexer replicas) may
-commit at once: a conflicting commit is retried on the newer version (tests/integration/test_retrieval.py).
+commit at once: a conflicting commit is retried on the newer version. Two writers inserting the same
+new passage conflict only because ``id`` is the table's primary key (tests/integration/test_retrieval.py).
 
 Search is hybrid: nearest vectors (cosine) and full-text BM25, each ranking a few times ``k``
 candidates, fused by reciprocal rank (``fuse``).
@@ -15,6 +16,7 @@ candidates, fused by reciprocal rank (``fuse``).
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,9 +30,12 @@ from services.contracts import Bucket, Stability
 from services.retrieval.embed import Embedder
 from services.settings import Settings
 
+log = logging.getLogger("afina.retrieval")
+
 RRF_K = 60  # reciprocal-rank constant (Cormack et al.): damps the weight of the very first places
 CANDIDATES = 4  # each search ranks k * CANDIDATES passages before fusing
 EMBEDDER_KEY = b"afina-embedder"
+PRIMARY_KEY = b"lance-schema:unenforced-primary-key"
 
 
 class Mode(enum.StrEnum):
@@ -41,12 +46,16 @@ class Mode(enum.StrEnum):
 
 def schema(dim: int, embedder: str) -> pa.Schema:
     return pa.schema([
-        ("id", pa.string()),  # <source key>:<chunk>:<passage>: the same passage of a document keeps its id
+        # <source key>:<chunk>:<passage>: the same passage of a document keeps its id. The key lets Lance
+        # see two concurrent inserts of the same new id as a conflict (it retries one, which then
+        # updates): without it both commit and the passage is there twice (lance-format/lance#4585).
+        pa.field("id", pa.string(), nullable=False, metadata={PRIMARY_KEY: b"true"}),
         ("source_id", pa.string()),
         ("sha256", pa.string()),
         ("chunk", pa.int32()),
         ("passage", pa.int32()),
         ("section", pa.string()),
+        ("page", pa.int32()),  # the page its chunk starts on; null for formats without pages
         ("text", pa.string()),
         ("language", pa.string()),
         ("stability", pa.string()),
@@ -85,9 +94,10 @@ class Hit:
     language: str
     stability: str
     score: float
+    page: int | None = None  # None too in a table built before pages were indexed
 
 
-HIT_COLUMNS = tuple(f for f in Hit.__dataclass_fields__ if f != "score")  # what a search reads back
+HIT_COLUMNS = tuple(f for f in Hit.__dataclass_fields__ if f != "score")  # what a search reads back, where it exists
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,15 @@ def storage_options(settings: Settings) -> dict[str, str]:
     return {"endpoint": settings.s3_url, "allow_http": str(not settings.s3_secure).lower(),
             "aws_access_key_id": settings.s3_access_key, "aws_secret_access_key": settings.s3_secret_key,
             "region": "us-east-1"}  # MinIO ignores it; the S3 client needs one
+
+
+def _preempted(exc: RuntimeError) -> bool:
+    """Lance's error for a commit that another writer's commit of the same kind made void."""
+    return "commit conflict" in str(exc).lower()
+
+
+def has_primary_key(table_schema: pa.Schema) -> bool:
+    return (table_schema.field("id").metadata or {}).get(PRIMARY_KEY) == b"true"
 
 
 def fuse(rankings: Iterable[list[str]], k: int = RRF_K) -> list[tuple[str, float]]:
@@ -161,6 +180,9 @@ class PassageIndex:
                 raise IncompatibleIndex(
                     f"the passage index {self.name!r} was built with {built_by!r}, not {self.embedder.name!r}: "
                     "set AFINA_RETRIEVAL_TABLE to a new table, which the indexer fills from the first document")
+            if self.writer and not has_primary_key(table.schema):
+                log.warning(f"the passage index {self.name!r} was made without a primary key: two indexer replicas "
+                            "may write a new passage twice; set AFINA_RETRIEVAL_TABLE to a new table to rebuild it")
             self._table = table
         return self._table
 
@@ -170,7 +192,7 @@ class PassageIndex:
         vectors = self.embedder.passages([p.text for p in passages])
         now = datetime.now(UTC)
         return [{"id": f"{source_key}:{p.chunk}:{p.number}", "source_id": source_id, "sha256": sha256,
-                 "chunk": p.chunk, "passage": p.number, "section": p.section, "text": p.text,
+                 "chunk": p.chunk, "passage": p.number, "section": p.section, "page": p.page, "text": p.text,
                  "language": language, "stability": str(stability), "media_type": media_type,
                  "indexed_at": now, "vector": vector} for p, vector in zip(passages, vectors, strict=True)]
 
@@ -185,11 +207,22 @@ class PassageIndex:
          .when_not_matched_by_source_delete(f"source_id IN ({sources})").execute(data))
         if rows and not self._has_text_index():
             # BM25 over the text; rows written after it are searched unindexed until `optimize`
-            self.table.create_index("text", config=FTS(with_position=False, ascii_folding=True), replace=True)
+            try:
+                self.table.create_index("text", config=FTS(with_position=False, ascii_folding=True), replace=True)
+            except RuntimeError as exc:  # another replica built it at the same moment: the rows are committed
+                if not _preempted(exc):
+                    raise
 
-    def optimize(self) -> None:
-        """Fold new rows into the indexes and compact small fragments (each commit writes one)."""
-        self.table.optimize()
+    def optimize(self) -> bool:
+        """Fold new rows into the indexes and compact small fragments (each commit writes one).
+        False when another replica's commit got there first: its next turn folds them."""
+        try:
+            self.table.optimize()
+        except RuntimeError as exc:
+            if not _preempted(exc):
+                raise
+            return False
+        return True
 
     def count(self, source_id: str | None = None) -> int:
         return self.table.count_rows(f"source_id = {_quote(source_id)}" if source_id else None)
@@ -205,12 +238,13 @@ class PassageIndex:
         where = filters.sql()
         found: dict[str, dict] = {}
         rankings = []
+        columns = [c for c in HIT_COLUMNS if c in self.table.schema.names]
         for search, score in searches:
-            rows = (search.where(where, prefilter=True) if where else search).select([*HIT_COLUMNS, score]).limit(
+            rows = (search.where(where, prefilter=True) if where else search).select([*columns, score]).limit(
                 k * CANDIDATES).to_list()
             rankings.append([row["id"] for row in rows])
             found.update((row["id"], row) for row in rows)
-        return [Hit(**{c: found[i][c] for c in HIT_COLUMNS}, score=score) for i, score in fuse(rankings)[:k]]
+        return [Hit(**{c: found[i][c] for c in columns}, score=score) for i, score in fuse(rankings)[:k]]
 
     def _has_text_index(self) -> bool:
         if not self._text_index:  # once built it stays: ask storage only until then

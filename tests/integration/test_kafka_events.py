@@ -249,17 +249,61 @@ async def test_batches_reach_the_handler_as_typed_events_and_are_committed(local
     assert [e.size for e in again] == [99]  # what was handled before had been committed
 
 
-def new_compacted_topic(settings, partitions: int) -> str:
-    """A compacted topic of this test's own."""
+async def test_a_rebalance_waits_for_the_batch_in_hand_so_no_record_is_handled_twice(local_stack):
+    """A second consumer joins the group while the first holds a slow batch. Before, Kafka gave it a
+    partition at once, and it read that batch's records from the last commit while the first was
+    still handling them (two indexer replicas wrote the same passages at once)."""
+    topic = new_topic(local_stack, partitions=2)
+    group = f"test-rebalance-{uuid.uuid4()}"
+    handled: list[tuple[str, int]] = []
+    holding = asyncio.Event()
+
+    async def slow(events: list[DocumentDiscovered]) -> None:
+        handled.extend(("a", e.size) for e in events)
+        if not holding.is_set():
+            holding.set()
+            await asyncio.sleep(10)  # the second consumer joins meanwhile
+
+    async def quick(events: list[DocumentDiscovered]) -> None:
+        handled.extend(("b", e.size) for e in events)
+
+    def events(sizes: range) -> list[DocumentDiscovered]:
+        return [DocumentDiscovered(source_id=f"folder:rebalance/{i}.md", kind=ChangeKind.CREATED, sha256=SHA, size=i)
+                for i in sizes]
+
+    a, b = kafka_broker(local_stack, "test-rebalance-a"), kafka_broker(local_stack, "test-rebalance-b")
+    subscribe_batches(a, topic, DocumentDiscovered, slow, group_id=group, auto_offset_reset="earliest",
+                      max_records=100)
+    subscribe_batches(b, topic, DocumentDiscovered, quick, group_id=group, auto_offset_reset="earliest")
+    async with a, b:
+        await a.start()
+        for event in events(range(40)):  # keyed by source: both partitions
+            await publish_event(a, event, key=event.source_id, topic=topic)
+        await asyncio.wait_for(holding.wait(), 60)
+        await b.start()
+        await wait_for(lambda: len(handled) >= 40, what="the first batch")
+        for event in events(range(40, 80)):
+            await publish_event(a, event, key=event.source_id, topic=topic)
+        await wait_for(lambda: {size for _, size in handled} == set(range(80)), what="every record")
+        await asyncio.sleep(3)  # a record read twice would come in now
+    assert sorted(size for _, size in handled) == list(range(80))
+    assert {who for who, size in handled if size >= 40} == {"a", "b"}  # the newcomer got a partition
+
+
+def new_topic(settings, partitions: int, **configs: str) -> str:
+    """A topic of this test's own."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
     topic = f"test.table.{uuid.uuid4().hex}"
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
-                                  topic_configs={"cleanup.policy": "compact"})])
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=configs)])
     admin.close()
     return topic
+
+
+def new_compacted_topic(settings, partitions: int) -> str:
+    return new_topic(settings, partitions, **{"cleanup.policy": "compact"})
 
 
 async def test_a_compacted_topic_reads_as_a_table_and_bad_records_do_not_stop_it(local_stack):

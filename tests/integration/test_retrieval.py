@@ -8,6 +8,7 @@ at the end of the normalized topic: the test stack keeps every earlier run's eve
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import random
 import signal
@@ -27,7 +28,7 @@ from services.indexer.service import group
 from services.inference import client
 from services.messaging import kafka_broker, publish_event
 from services.retrieval import embed, passages
-from services.retrieval.index import Filters, PassageIndex
+from services.retrieval.index import DocumentPassages, Filters, PassageIndex
 from services.settings import Settings
 from services.storage import minio_client
 from tests.integration.harness import (
@@ -161,6 +162,45 @@ def test_a_volatile_document_is_searchable_and_absent_from_the_next_snapshot(ret
     assert not {k for k, st in keys.items() if st is Stability.VOLATILE} & frozen
     with_volatile = {p.source_key: p.stability for p in snapshots.current_parts(s3, 10, include_volatile=True)}
     assert {k: with_volatile[k] for k in keys} == keys
+
+
+def _replace_in_step(settings: Settings, rounds: list[list[DocumentPassages]], step) -> None:
+    """One writer process: each round's replace starts with the other writer's."""
+    index = PassageIndex(settings, embed.load(), writer=True)
+    for documents in rounds:
+        step.wait()
+        index.replace(documents)
+
+
+def test_two_writers_replacing_the_same_documents_at_once_write_each_passage_once(retrieval):
+    """Two indexer replicas writing the same new documents at the same moment (a batch a rebalance
+    gave to both). Lance let both inserts commit, and the passages were there twice, until the
+    passage id became the table's primary key."""
+    settings, env, index, tmp = retrieval
+    rng = random.Random(f"two-{env['AFINA_RETRIEVAL_TABLE']}")
+    writer = PassageIndex(settings, embed.load(), writer=True)
+    rounds = []
+    for r in range(4):
+        documents = []
+        for d in range(3):
+            source = f"two-{env['AFINA_RETRIEVAL_TABLE']}:r{r}-d{d}.txt"
+            found = passages.from_rows([{"chunk_index": 0, "kind": "text", "text": sentences(rng, 12)}])
+            documents.append(DocumentPassages(source, writer.rows(source, parts.source_key(source), "ab" * 32, "es",
+                                                                  Stability.MASTER, "text/plain", found)))
+        rounds.append(documents)
+    writer.table  # created before the race: the race is in the inserts, not in making the table
+    context = multiprocessing.get_context("spawn")
+    step = context.Barrier(2)
+    writers = [context.Process(target=_replace_in_step, args=(settings, rounds, step)) for _ in range(2)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(300)
+        assert process.exitcode == 0, "a writer failed: its traceback is above"
+    rows = index.table.search().where(f"starts_with(source_id, 'two-{env['AFINA_RETRIEVAL_TABLE']}:')").select(
+        ["id"]).limit(100_000).to_list()
+    expected = {row["id"] for documents in rounds for doc in documents for row in doc.rows}
+    assert sorted(r["id"] for r in rows) == sorted(expected)  # each once
 
 
 def test_a_killed_indexer_leaves_every_passage_exactly_once(retrieval):
