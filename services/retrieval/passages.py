@@ -3,10 +3,11 @@ to put several into a small model's prompt, never across a section heading.
 
 Text is packed sentence by sentence up to ``MAX_WORDS``. A passage's section is the heading path
 the normalizer marked (Markdown heading lines, see ``datasets.structure``), read across the
-part's chunks in order; in text without marked headings (a PDF's), a short line without closing
-punctuation is taken for a heading. A heading starts a new passage and is its first line, so that
-both searches see it. A conversation is one passage per conversation
-(its system message left out), packed the same way when it is long.
+part's chunks in order, or a line underlined reStructuredText-style. Only in a part without any
+marked heading (a PDF's text) is a short line without closing punctuation taken for a heading:
+in marked text such lines are wrapped sentences, list items and example output. A heading starts
+a new passage and is its first line, so that both searches see it. A conversation is one passage
+per conversation (its system message left out), packed the same way when it is long.
 """
 
 from __future__ import annotations
@@ -58,17 +59,33 @@ def _pack(sentences: list[str], max_words: int) -> list[str]:
     return packed
 
 
-def split_text(text: str, max_words: int = MAX_WORDS, path: str = "") -> list[tuple[str, str]]:
-    """(section, text) passages of text under the heading path ``path``."""
+def _underlined(lines: list[str], i: int) -> bool:
+    """Line ``i`` is a reStructuredText heading: text over a line of one repeated mark."""
+    return bool(lines[i]) and not _UNDERLINE.match(lines[i]) and i + 1 < len(lines) and bool(
+        _UNDERLINE.match(lines[i + 1]))
+
+
+def has_marked_headings(text: str) -> bool:
+    lines = [line.strip() for line in text.split("\n")]
+    return any(structure.heading(line) is not None or _underlined(lines, i) for i, line in enumerate(lines))
+
+
+def split_text(text: str, max_words: int = MAX_WORDS, path: str = "",
+               guess_headings: bool | None = None) -> list[tuple[str, str]]:
+    """(section, text) passages of text under the heading path ``path``. ``guess_headings``: take
+    short unpunctuated lines for headings (None: when ``text`` marks none of its own)."""
+    lines = [line.strip() for line in text.split("\n")]
+    if guess_headings is None:
+        guess_headings = not has_marked_headings(text)
     sections: list[tuple[str, list[str]]] = [("", [])]
     previous = ""  # the line before: a heading follows a blank line or a finished sentence, not a wrapped one
-    for line in text.split("\n"):
-        line = line.strip()
-        if _UNDERLINE.match(line):  # reStructuredText-style underlines mark the heading above them
+    for i, line in enumerate(lines):
+        if _UNDERLINE.match(line):  # an underline (or overline) marks the heading it is under
             continue
         if (marked := structure.heading(line)) is not None:
             sections.append((marked[1], []))
-        elif line and _heading(line) and (not previous or previous.endswith(_CLOSING) or previous == sections[-1][0]):
+        elif _underlined(lines, i) or (guess_headings and line and _heading(line) and (
+                not previous or previous.endswith(_CLOSING) or previous == sections[-1][0])):
             sections.append((line, []))
         elif line:
             sections[-1][1].append(line)
@@ -88,6 +105,7 @@ def from_rows(rows: list[dict], max_words: int = MAX_WORDS) -> list[Passage]:
     the part has it)."""
     found = []
     texts = [row for row in rows if row["kind"] != "chat"]
+    guess = not any(has_marked_headings(row["text"]) for row in texts)  # the whole part marks them, or none
     # each chunk a "page", so that a heading's path carries from one chunk into the next
     by_chunk: dict[int, list[structure.Paragraph]] = {}
     for paragraph in structure.paragraphs([row["text"] for row in texts], paged=True):
@@ -99,7 +117,7 @@ def from_rows(rows: list[dict], max_words: int = MAX_WORDS) -> list[Passage]:
             pieces = [("", body) for body in _pack(lines, max_words)]
         else:
             pieces = [piece for path, group in _by_section(by_chunk.get(row["chunk_index"], []))
-                      for piece in split_text(group, max_words, path)]
+                      for piece in split_text(group, max_words, path, guess)]
         found += [Passage(row["chunk_index"], i, section, text, row.get("page"))
                   for i, (section, text) in enumerate(pieces)]
     return found

@@ -67,6 +67,21 @@ def test_passages_follow_headings_and_stay_short():
     assert passage.chunk == 3 and passage.text == "user: ¿Abrís el domingo? assistant: Solo en Jaca."
 
 
+def test_in_text_with_marked_headings_a_short_unpunctuated_line_is_not_taken_for_one():
+    """The Python reference's reST text was cut at wrapped lines and example output, cited as sections."""
+    rst = ("Class definitions\n*****************\n\nA class definition defines a class object:\n\n"
+           "   Spam and eggs\n\nis equivalent to a class with the base class object.\n\n"
+           "Metaclasses\n===========\n\nBy default, classes are constructed using type().")
+    found = split_text(rst)
+    assert [section for section, _ in found] == ["Class definitions", "Metaclasses"]
+    assert "object: Spam and eggs is equivalent" in found[0][1]  # example code, not a heading
+    markdown = [{"chunk_index": 0, "kind": "text", "text": "# Returns\n\nYou have 45 days.\n\nStore hours\n\n"
+                 "Open daily."}]
+    assert [p.section for p in from_rows(markdown)] == ["Returns"]
+    unmarked = [{"chunk_index": 0, "kind": "text", "text": "Returns\nYou have 45 days.\nStore hours\nOpen daily."}]
+    assert [p.section for p in from_rows(unmarked)] == ["Returns", "Store hours"]  # a PDF's text: guessed
+
+
 def test_reciprocal_rank_fusion_rewards_agreement():
     fused = fuse([["a", "b", "c"], ["c", "b", "d"]])
     assert [item for item, _ in fused] == ["c", "b", "a", "d"]  # c: 1/61 + 1/63 edges b: 2/62
