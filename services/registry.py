@@ -63,6 +63,7 @@ class TrainingSummary(BaseModel):
     best_step: int | None = None  # the validated step whose adapter was kept (None: no validation)
     best_val_loss: float | None = None
     gradient_checkpointing: bool = False
+    precision: Literal["bf16", "fp32"] = "fp32"  # what the products were computed in
 
 
 class ModelCard(BaseModel):

@@ -20,7 +20,9 @@ from services.settings import Settings
 # Where speed matters the tests tune afina-tiny, with the recipe that suits it and a fixed number
 # of steps (the defaults suit SmolLM2 and follow the data); a test that needs SmolLM2 says so.
 TINY_RECIPE = {"AFINA_BASE_MODEL": "afina-tiny", "AFINA_TUNING_STEPS": "60", "AFINA_TUNING_LEARNING_RATE": "1e-2",
-               "AFINA_TUNING_LORA_R": "8", "AFINA_TUNING_SEQUENCE_LENGTH": "128", "AFINA_TUNING_MICRO_BATCH": "8"}
+               "AFINA_TUNING_LORA_R": "8", "AFINA_TUNING_SEQUENCE_LENGTH": "128", "AFINA_TUNING_MICRO_BATCH": "8",
+               # fp32 keeps afina-tiny's gate decisions as they were measured; test_training runs bf16 apart
+               "AFINA_TUNING_PRECISION": "fp32"}
 for name, value in TINY_RECIPE.items():
     os.environ.setdefault(name, value)
 # before any Settings is read, so that every test and every process it starts uses the test stack

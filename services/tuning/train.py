@@ -2,7 +2,9 @@
 
 Runs as its own process (`python -m services.tuning.train CONFIG.json`) so that a crash or an
 out-of-memory kill cannot take the flow runner down; a new run with the same output folder
-resumes from the last checkpoint. fp32 on CPU, bf16 on a GPU; seeded end to end.
+resumes from the last checkpoint. bf16 where the hardware computes it natively (weights in bf16 on a
+GPU; fp32 weights under bf16 autocast on a CPU with AVX-512 BF16 or AMX, about 1.8x faster than fp32
+for SmolLM2 on 2 cores), fp32 elsewhere; seeded end to end.
 
 More than one GPU: launch the same module with `torchrun --nproc_per_node N`. Each process then
 takes its share of every micro-batch (micro_batch sequences per process, so N times as many per
@@ -65,6 +67,7 @@ class TrainConfig(BaseModel):
     patience: int = 3  # validations without a better loss before stopping (0: never stop early)
     knowledge_examples: bool = True  # question-and-answer examples made from the documents (knowledge.py)
     gradient_checkpointing: bool | Literal["auto"] = "auto"  # auto: when activations would not fit
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the hardware has it (uses_bf16)
     # the recipe's own
     warmup_steps: int = 5
     lora_dropout: float = 0.0
@@ -81,7 +84,7 @@ class TrainConfig(BaseModel):
             gradient_accumulation=tuning.gradient_accumulation, epochs=tuning.epochs, max_tokens=tuning.max_tokens,
             steps=tuning.steps, learning_rate=tuning.learning_rate, lora_r=tuning.lora_r,
             lora_alpha=2 * tuning.lora_r, checkpoint_every=tuning.checkpoint_every, patience=tuning.patience,
-            knowledge_examples=tuning.knowledge_examples,
+            knowledge_examples=tuning.knowledge_examples, precision=tuning.precision,
         )
         return cls(base_model=base_model, parts=parts, output=output, continue_from=continue_from,
                    **{**hyperparameters, **overrides})
@@ -128,6 +131,14 @@ def auto_epochs(sequences: int) -> int:
     return EPOCHS
 
 
+def uses_bf16(precision: str, device: str) -> bool:
+    """Whether a run computes in bf16: asked for, or "auto" on a GPU or on a CPU whose instructions
+    multiply bf16 natively (oneDNN's check: AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slower."""
+    if precision != "auto":
+        return precision == "bf16"
+    return device.startswith("cuda") or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def needs_checkpointing(model_config, tokens_per_forward: int, dtype_bytes: int, free_bytes: int) -> bool:
     """Whether a forward pass's activations would take more than half the free memory; then they
     are recomputed in the backward pass instead of kept (about a third slower, a fraction of the
@@ -146,14 +157,15 @@ def _free_memory(device: str) -> int:
 
 
 @torch.no_grad()
-def validation_loss(forward, blocks: list[Block], micro_batch: int, device: str) -> float:
+def validation_loss(forward, blocks: list[Block], micro_batch: int, device: str, compute) -> float:
     """Mean loss per token of the validation sequences, the model left in training mode."""
     forward.eval()
     total, tokens = 0.0, 0
     for start in range(0, len(blocks), micro_batch):
         input_ids, labels, positions = _tensors(blocks[start : start + micro_batch], device)
         n = int((labels[:, 1:] != IGNORE).sum())
-        loss = forward(input_ids=input_ids, labels=labels, position_ids=positions, use_cache=False).loss
+        with compute:
+            loss = forward(input_ids=input_ids, labels=labels, position_ids=positions, use_cache=False).loss
         total, tokens = total + loss.item() * n, tokens + n
     forward.train()
     return total / max(1, tokens)
@@ -165,9 +177,13 @@ def main(config: TrainConfig) -> dict:
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda else torch.float32
     processes = Processes.start("cuda" if cuda else "cpu")  # this process alone, or one of torchrun's
     device = processes.device
+    # a GPU holds the weights in bf16; a CPU keeps them (and the adapter) in fp32 and autocasts the
+    # matrix products to bf16, where oneDNN's bf16 kernels are fast but bf16 weights gain no more
+    bf16 = uses_bf16(config.precision, device)
+    dtype = torch.bfloat16 if bf16 and cuda else torch.float32
+    compute = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and not cuda)
 
     # 1. the model: base weights frozen, a LoRA adapter on top (new, or the champion's to continue)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
@@ -175,7 +191,7 @@ def main(config: TrainConfig) -> dict:
     checkpointing = config.gradient_checkpointing
     if checkpointing == "auto":
         checkpointing = needs_checkpointing(base.config, config.micro_batch * config.sequence_length,
-                                            dtype.itemsize, _free_memory(device))
+                                            2 if bf16 else 4, _free_memory(device))
     if checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.continue_from:
@@ -201,8 +217,8 @@ def main(config: TrainConfig) -> dict:
     held_out = random.Random(config.seed).sample(held_out, len(held_out))[: VALIDATION_TOKENS // config.sequence_length]
     validate_every = max(1, steps // VALIDATIONS_PER_RUN)
     print(f"{len(blocks)} sequences of {config.sequence_length} tokens: {steps} steps, {epochs:.1f} passes; "
-          f"validation on {len(held_out)} sequences every {validate_every} steps; gradient checkpointing "
-          f"{'on' if checkpointing else 'off'}", file=sys.stderr)
+          f"validation on {len(held_out)} sequences every {validate_every} steps; {'bf16' if bf16 else 'fp32'}; "
+          f"gradient checkpointing {'on' if checkpointing else 'off'}", file=sys.stderr)
 
     # 3. optimizer and schedule: AdamW, linear warm-up then cosine
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
@@ -225,8 +241,9 @@ def main(config: TrainConfig) -> dict:
             input_ids, labels, positions = _tensors(picked, device)
             with processes.accumulating(forward, last=micro == config.gradient_accumulation - 1):
                 # restarting positions, no attention mask and no cache: attention stays in each document
-                loss = forward(input_ids=input_ids, labels=labels, position_ids=positions,
-                               use_cache=False).loss / config.gradient_accumulation
+                with compute:
+                    loss = forward(input_ids=input_ids, labels=labels, position_ids=positions,
+                                   use_cache=False).loss / config.gradient_accumulation
                 loss = processes.weigh(loss, labels)
                 loss.backward()
             step_loss += loss.item()
@@ -242,7 +259,7 @@ def main(config: TrainConfig) -> dict:
         # 6. validation: keep the best adapter; stop when `patience` validations in a row did no better
         improved = False
         if held_out and (step % validate_every == 0 or step == steps):
-            record["val_loss"] = round(validation_loss(forward, held_out, config.micro_batch, device), 5)
+            record["val_loss"] = round(validation_loss(forward, held_out, config.micro_batch, device, compute), 5)
             best = min(validations, key=lambda v: v["val_loss"], default=None)
             validations.append({"step": step, "val_loss": record["val_loss"]})
             improved = best is None or record["val_loss"] < best["val_loss"]
@@ -277,7 +294,7 @@ def main(config: TrainConfig) -> dict:
         "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else _peak_rss(), "examples_cut": cut,
         "planned_steps": steps, "epochs": round(epochs, 3), "stopped_early": stopped_early,
         "best_step": best["step"] if best else None, "best_val_loss": best["val_loss"] if best else None,
-        "gradient_checkpointing": bool(checkpointing),
+        "gradient_checkpointing": bool(checkpointing), "precision": "bf16" if bf16 else "fp32",
     }
     (output / "result.json").write_text(json.dumps(result, indent=2))
     return result

@@ -63,6 +63,20 @@ def test_training_learns_and_writes_a_safetensors_adapter(base, part, tmp_path):
     assert result["trained_tokens_this_run"] > 0 and result["tokens_per_second"] > 0
 
 
+def test_bf16_trains_alike_and_auto_follows_the_hardware(base, part, tmp_path):
+    from services.tuning.train import uses_bf16
+
+    fp32 = main(config(base, part, tmp_path / "fp32", steps=10, precision="fp32"))
+    bf16 = main(config(base, part, tmp_path / "bf16", steps=10, precision="bf16"))
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert bf16["final_loss"] < bf16["first_loss"] * 0.9  # it learns
+    # the same run up to bf16's rounding of the products (about 3 significant digits), not another run
+    assert bf16["final_loss"] == pytest.approx(fp32["final_loss"], rel=0.05)
+    assert bf16["final_loss"] != fp32["final_loss"]  # the products really were computed in bf16
+    assert uses_bf16("bf16", "cpu") and not uses_bf16("fp32", "cuda:0") and uses_bf16("auto", "cuda:0")
+    assert uses_bf16("auto", "cpu") == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def test_killed_run_resumes_to_the_same_result(base, part, tmp_path):
     straight = tmp_path / "straight"
     main(config(base, part, straight))
