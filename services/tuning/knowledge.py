@@ -10,7 +10,12 @@ each document is also given as chat examples whose answers are its own sentences
 - **faq**: a question line and the paragraph that answers it;
 - **section**: "what does <title> say about <heading>?", answered by the section's sentences, a
   few at a time;
-- **entity**: "what do you know about <name>?", answered by the sentences that name it.
+- **entity**: "what do you know about <name>?", answered by the sentences that name it;
+- **fact**: each sentence that states a fact (an amount, a price, a share, a time, a year) is
+  asked about that fact in the sentence's own words, the fact turned into the question word
+  ("It costs 349 euros." is asked "Tramontana 2: it costs how much?"), and answered by the
+  sentence alone. Users ask for one fact; one short answer that holds it is what the model
+  should learn to give, and each fact seen in several forms is what makes it stick.
 
 Prompts come in several phrasings per language, picked by a hash of the answer, so the model
 learns the facts rather than one template; the same inputs always give the same examples.
@@ -25,11 +30,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["faq", "section", "entity"]
+Kind = Literal["faq", "section", "entity", "fact"]
 
 SENTENCES_PER_ANSWER = 2  # a section answered two sentences at a time: short answers, many of them
 MAX_ENTITY_SENTENCES = 4  # a name in more sentences than this is the document's subject, not a fact's
 MAX_HEADING_WORDS = 10
+FACTS_PER_SENTENCE = 3  # a sentence with more facts is asked about its first three
 
 PROMPTS: dict[str, dict[Kind, list[str]]] = {
     "en": {
@@ -43,6 +49,32 @@ PROMPTS: dict[str, dict[Kind, list[str]]] = {
         "entity": ["¿Qué sabes de {name}?", "Háblame de {name}.", "¿Qué me puedes contar de {name}?"],
     },
 }
+
+# A fact is asked with the question word of its kind, in the order tried (a price before a count of
+# "euros"); {unit} is the word after a number ("45 días" is asked "cuántos días"). "One" and "una"
+# are left out: they are mostly articles ("una tienda"), not amounts.
+_NUMBER_WORDS = ("two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|"
+                 "dos|tres|cuatro|cinco|seis|siete|ocho|nueve|diez|doce|quince|veinte|treinta")
+_FACTS: list[tuple[re.Pattern, str, str]] = [
+    (re.compile(r"\d+(?:[.,]\d+)?\s?%"), "what percentage", "qué porcentaje"),
+    (re.compile(r"\d[\d.,]*\s?(?:euros?|€)(?:\s+(?:per|por|al|a la)\s+\w+)?", re.I), "how much", "cuánto"),
+    (re.compile(r"(?<![\d:])\d{1,2}:\d{2}(?![\d:])"), "what time", "qué hora"),
+    (re.compile(r"(?<![\d.,])(?:19|20)\d{2}(?!\d|[.,]\d)"), "what year", "qué año"),
+    (re.compile(rf"(?<![\w.,-])(?:-?\d[\d.,]*|(?:minus |menos )?(?:{_NUMBER_WORDS}))\s+(?P<unit>[a-záéíóúñ]{{3,}}(?:\s+(?:days|hours|weeks|months|years))?)", re.I),
+     "how many {unit}", "cuánt{gender}s {unit}"),
+]
+_NOT_UNITS = frozenset("and the of to for in on or with per from are is was were y el la los las de del en a con por "
+                       "para que se es son".split())
+_PRONOUN_START = re.compile(r"^(?:it|its|they|their|this|these|he|she|his|her|él|ella|ellos|ellas|este|esta|"
+                            r"estos|estas|su|sus)\b", re.I)
+_CLAUSE = re.compile(r"(?<=[,;:])\s+|\s+(?=\()")
+_LEADING_JOINER = re.compile(r"^(?:and|but|or|so|which|y|e|pero|o|que)\s+", re.I)
+# capitalised words that name no subject a fact could be about: question words, calendar, units
+_NOT_TOPICS = frozenset("""What Which Who Where When Why How Is Are Do Does Can Qué Cuál Cuáles Quién Dónde Cuándo
+    Cómo Cuánto Cuántos Monday Tuesday Wednesday Thursday Friday Saturday Sunday Sundays January February March
+    April May June July August September October November December Celsius lunes martes miércoles jueves viernes
+    sábado domingo domingos enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre
+    diciembre""".split())
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[¿¡\"'(\[]?[A-ZÁÉÍÓÚÑÜ0-9])")
 # a capitalised word, then more capitalised words, numbers or joiners ("Moncayo 38", "Aneto -5", "La Cordada")
@@ -76,6 +108,7 @@ def examples(text: str, language: str) -> list[Example]:
     found: list[Example] = []
     heading, question = title, ""
     sentences_of_document: list[str] = []
+    known = _capitalised_inside([s for block in blocks if block.kind == "paragraph" for s in split_sentences(block.text)])
     for block in blocks[1:] if title else blocks:
         if block.kind == "heading":
             heading, question = block.text, ""
@@ -85,6 +118,7 @@ def examples(text: str, language: str) -> list[Example]:
             continue
         sentences = split_sentences(block.text)
         sentences_of_document += sentences
+        found += facts(sentences, language, names(question, known) + names(heading, known), known)
         if question:
             found.append(Example("faq", question, " ".join(sentences[:4])))
             question = ""
@@ -93,7 +127,6 @@ def examples(text: str, language: str) -> list[Example]:
             if heading:
                 found.append(Example("section", _pick(prompts["section"], answer).format(
                     title=title or heading, heading=_lower_first(heading)), answer))
-    known = _capitalised_inside(sentences_of_document)
     sentences_by_name: dict[str, list[str]] = defaultdict(list)
     for sentence in sentences_of_document:
         for name in names(sentence, known):
@@ -104,6 +137,145 @@ def examples(text: str, language: str) -> list[Example]:
             answer = " ".join(sentences)
             found.append(Example("entity", _pick(prompts["entity"], answer).format(name=name), answer))
     return found
+
+
+def facts(sentences: list[str], language: str, topics: list[str], known: frozenset[str] = frozenset()) -> list[Example]:
+    """The fact examples of one paragraph: each fact of a sentence asked in the sentence's words.
+
+    The question is the clause that holds the fact, the fact replaced by its question word. A
+    clause that names nothing itself ("It costs 349 euros") is asked with the paragraph's topic in
+    front: the first name of the last sentence before it that named one, else the first name in the
+    paragraph's question or heading (``topics``)."""
+    found: list[Example] = []
+    topic = _topic(topics)
+    for sentence in sentences:
+        if "|" in sentence:  # a Markdown table's rows: their cells are no sentence to ask in
+            continue
+        asked = 0
+        named = names(sentence, known)
+        # a number inside a name ("Moncayo 38") is part of what the sentence is about, not a fact
+        taken = [(m.start(), m.end()) for name in named for m in re.finditer(re.escape(name), sentence)]
+        for pattern, english, spanish in _FACTS:
+            for match in pattern.finditer(sentence):
+                start, end = match.span()
+                if asked == FACTS_PER_SENTENCE or any(start < e and s < end for s, e in taken):
+                    continue
+                unit = match.groupdict().get("unit")
+                if unit is not None and unit.lower() in _NOT_UNITS:
+                    continue
+                word = english if language == "en" else spanish
+                word = word.format(unit=unit, gender="a" if unit and _feminine(unit) else "o")
+                questions = _asked(sentence, start, end, word, language, topic, known)
+                if questions:
+                    taken.append((start, end))
+                    asked += 1
+                    found += [Example("fact", question, sentence) for question in questions]
+        topic = _topic(named) or topic
+    return found
+
+
+def _feminine(noun: str) -> bool:
+    """Whether a Spanish plural noun asks "cuántas": most in -as are feminine, "días" is not."""
+    return noun.lower().endswith("as") and noun.lower() not in {"días", "problemas", "sistemas", "programas"}
+
+
+def _topic(candidates: list[str]) -> str:
+    """The first of the names that can be what a paragraph is about."""
+    return next((name for name in candidates if name.split()[0] not in _NOT_TOPICS), "")
+
+
+def _asked(sentence: str, start: int, end: int, word: str, language: str, topic: str,
+           known: frozenset[str]) -> list[str]:
+    """The questions that ask for [start, end) of ``sentence``: the clause around it with the span
+    replaced by ``word`` (a clause that names nothing gets the sentence's earlier subject, or else
+    ``topic``, in front), and where the clause is a plain subject and verb before the span, the same
+    question as people ask it, question word first (``_fronted``)."""
+    clause_start, clause_end = 0, len(sentence)
+    for cut in _CLAUSE.finditer(sentence):
+        if cut.end() <= start:
+            clause_start = cut.end()
+        elif cut.start() >= end:
+            clause_end = cut.start()
+            break
+    before = _LEADING_JOINER.sub("", sentence[clause_start:start].lstrip())
+    after = sentence[end:clause_end].rstrip().rstrip(".!?,;:")
+    topic = _topic(names(sentence[:clause_start], known)) or topic  # "Los productos de Cierzo, ..., tienen"
+    clause = f"{before}{word}{after}".strip()
+    if len(clause.split()) < 3:
+        return []
+    if topic and topic not in clause and (_PRONOUN_START.match(clause) or not names(clause, known)):
+        clause = f"{topic}: {_lower_first(clause, known)}"
+    questions = [f"¿{clause}?" if language == "es" else f"{clause}?"]
+    fronted = _fronted(before, word, after, language, topic, known)
+    return questions + [fronted] if fronted else questions
+
+
+# English: a verb before the fact takes "does" or "do"; these words before it are no verb
+_NOT_VERBS = frozenset("""a an the of to for in on at by with within from about over under than into per and or
+    is are was were be been has had can could must will would should may might de del en a al por con para desde
+    hasta durante entre sobre que y o es son era fue ha han se""".split())
+_THIRD_PERSON_PLURAL = frozenset("you we they i".split())
+# a subject starts with a determiner, a pronoun, a gerund or a name; a clause that starts otherwise is
+# an imperative ("Drop the item at any of our four shops") or is no plain statement
+_SUBJECT_STARTS = frozenset("""the a an our your their its his her this these those each every all it they we you i
+    he she el la los las un una unos unas nuestro nuestra nuestros nuestras tu tus su sus este esta estos estas
+    cada todo todos toda todas""".split())
+_SUBORDINATE = frozenset("""that which who whom whose if when because so and but que quien cuando porque si y pero
+    can cannot will would must should may might not don't can't won't""".split())
+# Spanish verbs are not told from other words by their endings, so only the stems of the verbs that
+# state facts turn a Spanish clause around ("tienes", "dispone", "cuesta", "pagamos", "es", ...)
+_VERB_STEMS_ES = ("tien", "tene", "dispon", "cuest", "cost", "pag", "cobr", "abr", "cierr", "dur", "pes", "trabaj",
+                  "recib", "descuent", "ofrec", "da", "dan", "es", "son", "está", "están", "hay", "mide", "cabe")
+_PREPOSITIONS_ES = frozenset("de del en a al por con para desde hasta durante entre sobre tras".split())
+_CLITICS_ES = frozenset("se no le les lo la los las me te nos".split())
+
+
+def _fronted(before: str, word: str, after: str, language: str, topic: str, known: frozenset[str]) -> str:
+    """The question word first, as people ask: "It costs 349 euros" is asked "How much does
+    Tramontana 2 cost?" and "Tienes 25 días de vacaciones" "¿Cuántos días de vacaciones tienes?".
+    Only a clause of at most six words of plain subject (no number, no second clause), a verb and
+    (in Spanish) a preposition before the fact is turned so; '' for any other."""
+    words = before.split()
+    if any(any(c.isdigit() for c in w) or w.lower().strip(",;") in _SUBORDINATE or w.endswith(",") for w in words):
+        return ""
+    if language == "es":
+        preposition = words.pop() if words and words[-1].lower() in _PREPOSITIONS_ES else ""
+        if not words or not words[-1].lower().startswith(_VERB_STEMS_ES) or len(words) > 5 or (
+                len(words) > 1 and words[0].lower() not in _SUBJECT_STARTS and words[0] not in known):
+            return ""
+        verb, subject = words[-1], words[:-1]
+        while subject and subject[-1].lower() in _CLITICS_ES:  # "se descuentan" stays together
+            verb = f"{subject.pop()} {verb}"
+        asked = f"{preposition} {word}" if preposition else word
+        rest = " ".join(part for part in (after.strip(), _lower_first(verb, known), _subject(subject, known)) if part)
+        return f"¿{asked[0].upper()}{asked[1:]} {rest}?"
+    if len(words) < 2 or len(words) > 7 or not words[-1].isalpha() or words[-1].lower() in _NOT_VERBS:
+        return ""
+    verb, subject = words[-1].lower(), " ".join(words[:-1])
+    first, second = words[0], words[1] if len(words) > 2 else ""
+    named = first.lower() not in _SUBJECT_STARTS and (first in known or first[:1].isupper() and second[:1].isupper())
+    if not (first.lower() in _SUBJECT_STARTS or first.endswith("ing") or named):
+        return ""
+    if subject.lower() in ("it", "they", "this", "these") and topic:
+        subject = topic  # what the pronoun stands for: the paragraph's subject, a name
+        named = True
+    if verb == "has":
+        auxiliary, verb = "does", "have"
+    elif verb.endswith("s") and not verb.endswith("ss") and subject.lower() not in _THIRD_PERSON_PLURAL:
+        auxiliary, verb = "does", verb[:-1]
+    elif not verb.endswith("ed"):
+        auxiliary = "do"
+    else:
+        return ""
+    subject = subject if named else _subject(subject.split(), known)
+    return f"{word[0].upper()}{word[1:]} {auxiliary} {subject} {verb}{after}?"
+
+
+def _subject(words: list[str], known: frozenset[str]) -> str:
+    """A sentence's subject moved inside a question: its determiner lower-cased ("the", "el"), a name kept."""
+    if words and words[0].lower() in _SUBJECT_STARTS:
+        return " ".join([words[0].lower(), *words[1:]])
+    return _lower_first(" ".join(words), known)
 
 
 def names(sentence: str, known: frozenset[str] = frozenset()) -> list[str]:
@@ -140,6 +312,8 @@ def _blocks(text: str) -> Iterator[_Block]:
     previous_ended = True  # whether the line before ended a sentence (or there was none)
     for raw in text.splitlines():
         line = raw.strip().lstrip("-*•· ").strip()
+        marked = line.startswith("#")  # a Markdown heading line (the readers mark headings so)
+        line = line.lstrip("#").strip()
         if not line:
             if paragraph:
                 yield _Block("paragraph", " ".join(paragraph))
@@ -147,9 +321,9 @@ def _blocks(text: str) -> Iterator[_Block]:
             previous_ended = True
             continue
         words = len(line.split())
-        if previous_ended and line.endswith("?") and words <= 30:
+        if (previous_ended or marked) and line.endswith("?") and words <= 30:
             kind = "question"
-        elif previous_ended and words <= MAX_HEADING_WORDS and not line[-1] in ".,;:!" and line[0].isupper():
+        elif marked or previous_ended and words <= MAX_HEADING_WORDS and not line[-1] in ".,;:!" and line[0].isupper():
             kind = "heading"
         else:
             paragraph.append(line)
@@ -168,7 +342,10 @@ def _pick(choices: list[str], key: str) -> str:
     return choices[hashlib.sha256(key.encode()).digest()[0] % len(choices)]
 
 
-def _lower_first(heading: str) -> str:
-    """"Working hours" reads as "working hours" inside a question."""
-    first, _, rest = heading.partition(" ")
-    return (first.lower() if first[1:].islower() else first) + (" " + rest if rest else "")
+def _lower_first(text: str, known: frozenset[str] = frozenset()) -> str:
+    """"Working hours" reads as "working hours" inside a question; a name ("Moncayo 38", a word the
+    document capitalises inside sentences, in ``known``) and an acronym keep their capitals."""
+    first, _, rest = text.partition(" ")
+    if not first or first in known or not first[1:].islower():
+        return text
+    return first.lower() + (" " + rest if rest else "")
