@@ -54,7 +54,7 @@ def write_parts(base: Path, documents: Path, out: Path, max_chunk_tokens: int) -
     tokenization = Tokenization(Tokenizer.from_str(data.decode()), TokenizerId.of(0, data), max_chunk_tokens)
     out.mkdir(parents=True, exist_ok=True)
     paths, tokens = [], 0
-    for file in sorted(documents.iterdir()):
+    for file in sorted(path for path in documents.iterdir() if path.is_file()):  # news/ is volatile: not trained
         raw = file.read_bytes()
         sha = hashlib.sha256(raw).hexdigest()
         with file.open("rb") as whole:

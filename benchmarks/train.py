@@ -87,6 +87,7 @@ def other_main(config: dict) -> dict:
         gradient_accumulation_steps=config["gradient_accumulation"], num_train_epochs=config["epochs"],
         learning_rate=config["learning_rate"], weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
         seed=config["seed"], logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0, use_cpu=not cuda,
+        bf16=config["bf16"],  # the arithmetic afina's trainer chose (on a CPU: bf16 autocast where it is native)
         # as afina's trainer chose it (by free memory); TRL's own default would be on
         gradient_checkpointing=config["gradient_checkpointing"],
         max_steps=config["max_steps"],  # -1: the epochs decide
@@ -110,7 +111,7 @@ def other_main(config: dict) -> dict:
         trainer = SFTTrainer(model=base, peft_config=lora, processing_class=tokenizer,
                              train_dataset=Dataset.from_list([{"input_ids": ids} for ids in documents]),
                              args=SFTConfig(**arguments, packing=True, packing_strategy="bfd",
-                                            max_length=config["sequence_length"], bf16=cuda))
+                                            max_length=config["sequence_length"]))
 
     counted = {"real": 0, "processed": 0}
     collate = trainer.data_collator
@@ -316,7 +317,7 @@ def main() -> None:
 
     from services.settings import Settings, TuningSettings
     from services.tuning.base import built
-    from services.tuning.train import TrainConfig
+    from services.tuning.train import TrainConfig, uses_bf16
 
     base = Path(args.base) if Path(args.base).is_dir() else built(Settings(), args.base, echo=print)[0]
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -343,6 +344,7 @@ def main() -> None:
         their_steps = (f"as many steps x {accumulation} micro-batches as its best-fit packed blocks make "
                        "(more than afina's when they are less full), padding-free")
     lengths = sorted(len(ids) + 1 for ids in train_docs)
+    bf16 = uses_bf16(defaults.precision, "cuda" if _cuda() else "cpu")
 
     print(f"afina training benchmark: afina's trainer (documents packed into full sequences) vs {other}: "
           + {"naive": "transformers Trainer + peft LoRA, each document one example padded to the maximum length",
@@ -357,7 +359,8 @@ def main() -> None:
           f"lr {defaults.learning_rate} warm-up {defaults.warmup_steps} + cosine, AdamW, clip 1.0, seed "
           f"{defaults.seed}, micro-batch {defaults.micro_batch}x{length}, {epochs} epochs")
     print(f"afina {steps} steps x {defaults.gradient_accumulation} micro-batches of packed blocks; gradient "
-          "checkpointing as afina chooses it (by free memory), the same for the other side")
+          "checkpointing and bf16 or fp32 as afina chooses them (by free memory, by the hardware), the same for "
+          f"the other side: {'bf16' if bf16 else 'fp32'}")
     print(f"{other} {their_steps}" + (f"; stopped at afina's {steps} steps (--same steps)" if args.same == "steps"
                                        else ""))
     print(flush=True)
@@ -369,7 +372,8 @@ def main() -> None:
                     "warmup_steps": defaults.warmup_steps, "lora_r": defaults.lora_r,
                     "lora_alpha": defaults.lora_alpha, "lora_dropout": defaults.lora_dropout,
                     "target_modules": defaults.target_modules, "seed": defaults.seed,
-                    "max_steps": steps if args.same == "steps" else -1}
+                    "max_steps": steps if args.same == "steps" else -1,
+                    "bf16": bf16}
     results: dict[str, list[dict]] = {"afina": [], other: []}
     for r in range(args.rounds):
         for side in (("afina", other) if r % 2 == 0 else (other, "afina")):
