@@ -50,8 +50,11 @@ def test_smollm2_is_the_default_and_is_tuned_and_served(smollm2_system):
     assert card.training.planned_steps == 4 and card.training.steps == 4  # the budget, 8 sequences a step
     assert card.training.best_step is not None  # validated on the eval split, the best adapter kept
 
-    # the base and the candidate (promoted or not, a named version is served) over gRPC
-    for version in (0, 1):
-        answer = ask(settings, "What is the capital of France?", version, timeout_s=180)
+    # the base and the candidate (promoted or not, a named version is served) over gRPC. The base's
+    # greedy answer to "What is the capital of France?" starts on a near tie ("The" against "L'"): any
+    # adapter, even one step at lr 2e-4, tips it into French (measured), so the candidate is asked
+    # the same thing in words whose answer does not sit on a tie.
+    for version, question in ((0, "What is the capital of France?"), (1, "Which city is the capital of France?")):
+        answer = ask(settings, question, version, timeout_s=180)
         assert answer.model_version == version and "Paris" in answer.text, answer.text
         assert answer.finish_reason == 1  # it ended its turn (EOS), not at the length limit
