@@ -66,8 +66,8 @@ def test_training_learns_and_writes_a_safetensors_adapter(base, part, tmp_path):
 def test_bf16_trains_alike_and_auto_follows_the_hardware(base, part, tmp_path):
     from services.tuning.train import uses_bf16
 
-    fp32 = main(config(base, part, tmp_path / "fp32", steps=10, precision="fp32"))
-    bf16 = main(config(base, part, tmp_path / "bf16", steps=10, precision="bf16"))
+    fp32 = main(config(base, part, tmp_path / "fp32", steps=30, precision="fp32"))
+    bf16 = main(config(base, part, tmp_path / "bf16", steps=30, precision="bf16"))
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
     assert bf16["final_loss"] < bf16["first_loss"] * 0.9  # it learns
     # the same run up to bf16's rounding of the products (about 3 significant digits), not another run
