@@ -83,6 +83,7 @@ bench: setup
 	$(BIN)/python benchmarks/connector.py
 	PYTHONPATH=. $(BIN)/python benchmarks/ingest.py
 	PYTHONPATH=. $(BIN)/python benchmarks/train.py
+	PYTHONPATH=. $(BIN)/python benchmarks/precision.py
 	PYTHONPATH=. $(BIN)/python benchmarks/train.py --against trl --base smollm2-135m-instruct --docs 300 --steps 21 --rounds 2
 	$(BIN)/python benchmarks/serve.py --fresh
 	PYTHONPATH=. $(BIN)/python benchmarks/chaos.py

@@ -108,7 +108,7 @@ class TuningSettings(BaseSettings):
                                      "document's own sentences (services/tuning/knowledge.py).")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="Training arithmetic. auto: bf16 on a GPU and on a CPU that computes bf16 natively "
-        "(AVX-512 BF16 or AMX: about 1.8x faster than fp32 there), else fp32.")
+        "(AVX-512 BF16 or AMX: about 1.7x faster than fp32 there), else fp32.")
     sequence_length: int = Field(256, ge=16, description="Tokens per training sequence.")
     micro_batch: int = Field(4, ge=1, description="Sequences per forward pass.")
     gradient_accumulation: int = Field(2, ge=1, description="Micro-batches per optimizer step.")

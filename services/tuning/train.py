@@ -3,7 +3,7 @@
 Runs as its own process (`python -m services.tuning.train CONFIG.json`) so that a crash or an
 out-of-memory kill cannot take the flow runner down; a new run with the same output folder
 resumes from the last checkpoint. bf16 where the hardware computes it natively (weights in bf16 on a
-GPU; fp32 weights under bf16 autocast on a CPU with AVX-512 BF16 or AMX, about 1.8x faster than fp32
+GPU; fp32 weights under bf16 autocast on a CPU with AVX-512 BF16 or AMX, about 1.7x faster than fp32
 for SmolLM2 on 2 cores), fp32 elsewhere; seeded end to end.
 
 More than one GPU: launch the same module with `torchrun --nproc_per_node N`. Each process then
