@@ -233,8 +233,8 @@ _CLITICS_ES = frozenset("se no le les lo la los las me te nos".split())
 def _fronted(before: str, word: str, after: str, language: str, topic: str, known: frozenset[str]) -> str:
     """The question word first, as people ask: "It costs 349 euros" is asked "How much does
     Tramontana 2 cost?" and "Tienes 25 días de vacaciones" "¿Cuántos días de vacaciones tienes?".
-    Only a clause of at most six words of plain subject (no number, no second clause), a verb and
-    (in Spanish) a preposition before the fact is turned so; '' for any other."""
+    Only a clause of a short plain subject (no number, no second clause), a verb and (in Spanish)
+    a preposition before the fact is turned so; '' for any other ("is" and "has" are left alone)."""
     words = before.split()
     if any(any(c.isdigit() for c in w) or w.lower().strip(",;") in _SUBORDINATE or w.endswith(",") for w in words):
         return ""
@@ -259,9 +259,7 @@ def _fronted(before: str, word: str, after: str, language: str, topic: str, know
     if subject.lower() in ("it", "they", "this", "these") and topic:
         subject = topic  # what the pronoun stands for: the paragraph's subject, a name
         named = True
-    if verb == "has":
-        auxiliary, verb = "does", "have"
-    elif verb.endswith("s") and not verb.endswith("ss") and subject.lower() not in _THIRD_PERSON_PLURAL:
+    if verb.endswith("s") and not verb.endswith("ss") and subject.lower() not in _THIRD_PERSON_PLURAL:
         auxiliary, verb = "does", verb[:-1]
     elif not verb.endswith("ed"):
         auxiliary = "do"
