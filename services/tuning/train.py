@@ -91,11 +91,12 @@ class TrainConfig(BaseModel):
 
 
 def load_blocks(parts: list[str], tokenizer, sequence_length: int,
-                with_knowledge: bool) -> tuple[list[Block], int]:
-    """Text chunks and chat examples packed into full sequences, and how many examples were longer
-    than a sequence and cut to it. ``with_knowledge``: each document's question-and-answer examples
-    (knowledge.py) are packed with the chats."""
-    documents, chats = [], []
+                with_knowledge: bool) -> tuple[list[Block], int, int]:
+    """Text chunks and chat examples packed into full sequences; how many chats were longer than a
+    sequence and cut to it; and how many knowledge examples were left out for the same reason (a
+    grounded example cut would lose its answer). ``with_knowledge``: each document's
+    question-and-answer examples (knowledge.py) are packed with the chats."""
+    documents, chats, made = [], [], []
     for path in parts:
         rows = pq.read_table(path, columns=["kind", "chunk_index", "text", "token_ids", "messages",
                                             "language"]).to_pylist()
@@ -104,10 +105,12 @@ def load_blocks(parts: list[str], tokenizer, sequence_length: int,
         documents += [row["token_ids"] for row in chunks]
         if with_knowledge and chunks:  # a part is one document: its chunks make its text again
             text = "\n\n".join(row["text"] for row in chunks)
-            chats += [example.messages() for example in knowledge.examples(text, chunks[0]["language"])]
-    examples, cut = pack_examples((chat_example(tokenizer, messages) for messages in chats), sequence_length,
-                                  tokenizer.pad_token_id)
-    return pack(documents, sequence_length, tokenizer.eos_token_id) + examples, cut
+            made += [chat_example(tokenizer, example.messages())
+                     for example in knowledge.examples(text, chunks[0]["language"])]
+    fitting = [example for example in made if len(example[0]) <= sequence_length]
+    examples, cut = pack_examples([*(chat_example(tokenizer, messages) for messages in chats), *fitting],
+                                  sequence_length, tokenizer.pad_token_id)
+    return pack(documents, sequence_length, tokenizer.eos_token_id) + examples, cut, len(made) - len(fitting)
 
 
 def planned_steps(config: TrainConfig, blocks: int, world: int) -> tuple[int, float]:
@@ -204,16 +207,19 @@ def main(config: TrainConfig) -> dict:
     forward = processes.wrap(model)
 
     # 2. the data: a fixed order of blocks, seeded, the same for a resumed run; the steps follow it
-    blocks, cut = load_blocks(config.parts, tokenizer, config.sequence_length, config.knowledge_examples)
+    blocks, cut, left_out = load_blocks(config.parts, tokenizer, config.sequence_length, config.knowledge_examples)
     if not blocks:
         raise SystemExit("the snapshot's train split has no tokens")
     if cut:
         print(f"{cut} chat example(s) longer than {config.sequence_length} tokens were cut to it "
               "(raise AFINA_TUNING_SEQUENCE_LENGTH to keep them whole)", file=sys.stderr)
+    if left_out:
+        print(f"{left_out} knowledge example(s) longer than {config.sequence_length} tokens were left out "
+              "(raise AFINA_TUNING_SEQUENCE_LENGTH to train them)", file=sys.stderr)
     order = random.Random(config.seed).sample(range(len(blocks)), len(blocks))
     steps, epochs = planned_steps(config, len(blocks), processes.world)
     # validation: the same sequences of the eval split every time, about five times a run
-    held_out, _ = load_blocks(config.eval_parts, tokenizer, config.sequence_length, with_knowledge=False)
+    held_out, _, _ = load_blocks(config.eval_parts, tokenizer, config.sequence_length, with_knowledge=False)
     held_out = random.Random(config.seed).sample(held_out, len(held_out))[: VALIDATION_TOKENS // config.sequence_length]
     validate_every = max(1, steps // VALIDATIONS_PER_RUN)
     print(f"{len(blocks)} sequences of {config.sequence_length} tokens: {steps} steps, {epochs:.1f} passes; "

@@ -200,6 +200,19 @@ def test_evaluation_scores_a_stable_sample_within_its_token_budget():
     assert set(sample(texts[:3], words, budget=10_000)) == set(texts[:3])  # under the budget: everything
 
 
+def test_knowledge_examples_longer_than_a_sequence_are_left_out_whole_and_counted(base, part):
+    """A grounded example cut to the sequence would lose its answer, the one part it is trained on."""
+    from services.tuning.train import load_blocks
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    roomy, roomy_cut, roomy_left_out = load_blocks([str(part)], tokenizer, 1024, with_knowledge=True)
+    tight, cut, left_out = load_blocks([str(part)], tokenizer, 100, with_knowledge=True)
+    assert roomy_left_out == 0 and left_out > 0 and cut == roomy_cut == 0
+    trained = sum(label != -100 for block in tight for label in block.labels)
+    assert 0 < trained < sum(label != -100 for block in roomy for label in block.labels)
+    assert all(len(block.ids) == 100 for block in tight)
+
+
 class _WordTokenizer:
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
         return {"input_ids": text.split()}
