@@ -117,6 +117,7 @@ def main_(args: argparse.Namespace) -> None:
         return work / name / "adapter"
 
     first = tune("run", parts)
+    print(f"adapter: {first} (benchmarks/retrieval.py --tuned reads it)", flush=True)
     tuned = knows(folder, first, items)
     for item, before, after in zip(items, base.answers, tuned.answers):
         print(f"  Q: {item.prompt}  [{item.expected}]\n     base:  {before[:100]!r}\n     tuned: {after[:100]!r}")

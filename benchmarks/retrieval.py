@@ -177,7 +177,7 @@ def show_quality(name: str, scores: dict) -> None:
           f"{'PASS' if hybrid[0] >= 0.9 else 'MISS'}]")
 
 
-def qa(settings: Settings, index, items) -> None:
+def qa(settings: Settings, index, items, tuned: Path | None) -> None:
     from transformers import AutoTokenizer
 
     from services.retrieval.grounding import grounded_messages
@@ -185,18 +185,24 @@ def qa(settings: Settings, index, items) -> None:
     from services.tuning.base import built
 
     folder, _ = built(settings, packaged.SMOLLM2.name, echo=print)
-    model, tokenizer = evaluate.load_model(str(folder)), AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     started = time.perf_counter()
     chats = [[{"role": role, "content": content} for role, content in grounded_messages(
         [("user", item.prompt)], [hit.text for hit in index.ranked(item.prompt, 3)])] for item in items]
+    model = evaluate.load_model(str(folder))
     answers = {"without retrieval": evaluate.answer_questions(model, tokenizer, [i.prompt for i in items], QA_TOKENS),
                "with retrieval": evaluate.answer_questions(model, tokenizer, chats, QA_TOKENS)}
-    print(f"  ({time.perf_counter() - started:.0f} s to answer {2 * len(items)} times, at most {QA_TOKENS} tokens)")
+    if tuned:  # the tuned model's answers beside the base's (benchmarks/knowledge.py prints its adapter)
+        model = evaluate.load_model(str(folder), tuned)
+        answers["tuned, without"] = evaluate.answer_questions(model, tokenizer, [i.prompt for i in items], QA_TOKENS)
+        answers["tuned, with"] = evaluate.answer_questions(model, tokenizer, chats, QA_TOKENS)
+    print(f"  ({time.perf_counter() - started:.0f} s to answer {len(answers) * len(items)} times, "
+          f"at most {QA_TOKENS} tokens)")
     knows = {name: [evaluate.contains_answer(a, [i.expected, *i.aliases]) for i, a in zip(items, found, strict=True)]
              for name, found in answers.items()}
     for n, item in enumerate(items):
         marks = "".join("+" if knows[name][n] else "-" for name in answers)
-        print(f"    {marks} {item.prompt[:60]:<60} -> {answers['with retrieval'][n][:70]!r}")
+        print(f"    {marks} {item.prompt[:60]:<60} -> {answers[list(answers)[-1]][n][:70]!r}")
     shares = {}
     for name, known in knows.items():
         by_language = {lang: statistics.mean(k for k, i in zip(known, items) if i.language == lang)
@@ -204,11 +210,15 @@ def qa(settings: Settings, index, items) -> None:
         shares[name] = (statistics.mean(known), by_language)
         languages = "  ".join(f"{lang} {share:.0%}" for lang, share in by_language.items())
         print(f"  {name:<18} knows {sum(known)} of {len(known)} ({statistics.mean(known):.0%}; {languages})")
-    before, after = shares["without retrieval"][0], shares["with retrieval"][0]
-    ratio = after / before if before else float("inf")
-    english = shares["with retrieval"][1].get("en", 0.0)
-    print(f"  with / without {ratio:.2f}x  [goals: English >= 70% {'PASS' if english >= 0.7 else 'MISS'}, "
-          f"overall >= 50% {'PASS' if after >= 0.5 else 'MISS'}, >= 2x {'PASS' if ratio >= 2 else 'MISS'}]")
+    for model, without, with_ in (("base", "without retrieval", "with retrieval"),
+                                  ("tuned", "tuned, without", "tuned, with")):
+        if with_ not in shares:
+            continue
+        before, after = shares[without][0], shares[with_][0]
+        ratio = after / before if before else float("inf")
+        english = shares[with_][1].get("en", 0.0)
+        print(f"  {model}: with / without {ratio:.2f}x  [goals: English >= 70% {'PASS' if english >= 0.7 else 'MISS'}, "
+              f"overall >= 50% {'PASS' if after >= 0.5 else 'MISS'}, >= 2x {'PASS' if ratio >= 2 else 'MISS'}]")
 
 
 def latency(settings: Settings, embedder, chunks: int, queries: list[str]) -> None:
@@ -308,6 +318,8 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=10_000)
     parser.add_argument("--skip-qa", action="store_true")
     parser.add_argument("--skip-freshness", action="store_true")
+    parser.add_argument("--tuned", type=Path, help="a LoRA adapter of SmolLM2 (benchmarks/knowledge.py prints one) "
+                        "whose answers are scored beside the base's")
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="afina-retrieval-"))
@@ -362,7 +374,7 @@ def main() -> None:
 
         if not args.skip_qa:
             print("2. Q&A on samples/qa*.jsonl, SmolLM2-135M-Instruct base, top 3 hybrid passages")
-            qa(settings, samples_index, items)
+            qa(settings, samples_index, items, args.tuned)
 
         print("3. speed")
         latency(settings, embedder, args.chunks, [q for q, _ in queries] + [q for q, _ in python_queries])
