@@ -13,8 +13,9 @@ each document is also given as chat examples whose answers are its own sentences
 - **entity**: "what do you know about <name>?", answered by the sentences that name it;
 - **fact**: each sentence that states a fact (an amount, a price, a share, a time, a year) is
   asked about that fact in the sentence's own words, the fact turned into the question word
-  ("It costs 349 euros." is asked "Tramontana 2: it costs how much?"), and answered by the
-  sentence alone. Users ask for one fact; one short answer that holds it is what the model
+  ("It costs 349 euros." is asked "Tramontana 2: it costs how much?"; a price, share, time or
+  year also about its subject in other words, "What is the price of Tramontana 2?"), and answered
+  by the sentence alone; a question the document answers with two sentences is dropped. Users ask for one fact; one short answer that holds it is what the model
   should learn to give, and each fact seen in several forms is what makes it stick.
 
 Prompts come in several phrasings per language, picked by a hash of the answer, so the model
@@ -63,6 +64,18 @@ _FACTS: list[tuple[re.Pattern, str, str]] = [
     (re.compile(rf"(?<![\w.,-])(?:-?\d[\d.,]*|(?:minus |menos )?(?:{_NUMBER_WORDS}))\s+(?P<unit>[a-záéíóúñ]{{3,}}(?:\s+(?:days|hours|weeks|months|years))?)", re.I),
      "how many {unit}", "cuánt{gender}s {unit}"),
 ]
+# the same fact asked about its subject in other words, as people put it: a fact seen in one question
+# form is not known in another ("How much does the Tramontana 2 tent cost?" against "Tramontana 2: it
+# costs how much?"); keyed by the English question word of _FACTS, two of them picked per fact
+_ABOUT: dict[str, dict[str, list[str]]] = {
+    "what percentage": {"en": ["What percentage is it for {s}?", "{s}: what percentage?", "How big is the share for {s}?"],
+                        "es": ["¿Qué porcentaje es para {s}?", "{s}: ¿qué porcentaje?", "¿De cuánto es el porcentaje de {s}?"]},
+    "how much": {"en": ["How much is {s}?", "What is the price of {s}?", "What does {s} cost?", "{s}: how much?"],
+                 "es": ["¿Cuánto cuesta {s}?", "¿Qué precio tiene {s}?", "¿Cuál es el precio de {s}?", "{s}: ¿cuánto?"]},
+    "what time": {"en": ["{s}: at what time?", "At what time for {s}?"], "es": ["{s}: ¿a qué hora?", "¿A qué hora para {s}?"]},
+    "what year": {"en": ["{s}: in what year?", "In what year for {s}?"], "es": ["{s}: ¿en qué año?", "¿En qué año para {s}?"]},
+}  # counts are left out: "Cierzo: how many days?" has as many answers as the document has periods
+ABOUT_PER_FACT = 2
 _NOT_UNITS = frozenset("and the of to for in on or with per from are is was were y el la los las de del en a con por "
                        "para que se es son".split())
 _PRONOUN_START = re.compile(r"^(?:it|its|they|their|this|these|he|she|his|her|él|ella|ellos|ellas|este|esta|"
@@ -136,7 +149,17 @@ def examples(text: str, language: str) -> list[Example]:
         if len(sentences) <= MAX_ENTITY_SENTENCES:
             answer = " ".join(sentences)
             found.append(Example("entity", _pick(prompts["entity"], answer).format(name=name), answer))
-    return found
+    return _unambiguous(found)
+
+
+def _unambiguous(found: list[Example]) -> list[Example]:
+    """Without the fact questions that the document answers with two different sentences ("How
+    much is the Aneto -5?" of its price and of its repair): one question, one answer to learn."""
+    answers: dict[str, set[str]] = defaultdict(set)
+    for example in found:
+        if example.kind == "fact":
+            answers[example.prompt].add(example.answer)
+    return list(dict.fromkeys(e for e in found if e.kind != "fact" or len(answers[e.prompt]) == 1))
 
 
 def facts(sentences: list[str], language: str, topics: list[str], known: frozenset[str] = frozenset()) -> list[Example]:
@@ -169,9 +192,20 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
                 if questions:
                     taken.append((start, end))
                     asked += 1
+                    subject = _topic(named) or topic
+                    if subject and english in _ABOUT:
+                        questions += _about(english, language, subject, sentence)
                     found += [Example("fact", question, sentence) for question in questions]
         topic = _topic(named) or topic
     return found
+
+
+def _about(english: str, language: str, subject: str, sentence: str) -> list[str]:
+    """ABOUT_PER_FACT of the fact's questions about its subject, picked by the sentence."""
+    templates = _ABOUT[english]["es" if language == "es" else "en"]
+    first = hashlib.sha256(f"{subject}|{sentence}".encode()).digest()[0] % len(templates)
+    picked = [templates[(first + i) % len(templates)] for i in range(min(ABOUT_PER_FACT, len(templates)))]
+    return [template.format(s=subject) for template in picked]
 
 
 def _feminine(noun: str) -> bool:

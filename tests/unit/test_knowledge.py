@@ -83,6 +83,9 @@ def test_each_fact_is_asked_in_its_sentences_words_and_answered_by_that_sentence
     assert [p for p in knowledge.examples("Abrimos en 2011, en Zaragoza. Hay tres tiendas.", "es") if p.kind == "fact"
             ] == [knowledge.Example("fact", "¿Abrimos en qué año?", "Abrimos en 2011, en Zaragoza."),
                   knowledge.Example("fact", "¿En qué año abrimos?", "Abrimos en 2011, en Zaragoza."),
+                  # and about the name the sentence gives, in other words (_ABOUT)
+                  knowledge.Example("fact", "Zaragoza: ¿en qué año?", "Abrimos en 2011, en Zaragoza."),
+                  knowledge.Example("fact", "¿En qué año para Zaragoza?", "Abrimos en 2011, en Zaragoza."),
                   knowledge.Example("fact", "¿Zaragoza: hay cuántas tiendas?", "Hay tres tiendas."),
                   knowledge.Example("fact", "¿Cuántas tiendas hay?", "Hay tres tiendas.")]
     # a Markdown table's row is not a sentence to ask in
@@ -109,3 +112,28 @@ def test_a_fact_is_also_asked_question_word_first_where_the_clause_is_a_plain_su
     assert "¿Cuántos días laborables de vacaciones al año tienes?" in spanish
     # only the verbs that state facts turn a Spanish clause around: "descuento" is no verb here
     assert not any(p.startswith("¿Qué porcentaje de descuento") for p in spanish)
+
+
+
+def test_a_facts_subject_is_asked_about_in_other_words_and_a_question_with_two_answers_is_dropped():
+    tent = ["It costs 349 euros.", "Resoling the Tramontana 2 floor costs 40 euros.",
+            "A Tramontana 2 footprint costs 35 euros."]
+    facts: dict[str, set[str]] = {}
+    for example in knowledge.examples(FAQ + "\nTramontana 2\n" + " ".join(tent), "en"):
+        if example.kind == "fact":
+            facts.setdefault(example.prompt, set()).add(example.answer)
+    # the price asked about the sentence's subject in the templates' words, answered by the sentence
+    moncayo = "The Moncayo 38 weighs 1.3 kg and costs 139 euros."
+    about_moncayo = {t.format(s="Moncayo 38") for t in knowledge._ABOUT["how much"]["en"]}
+    assert [facts[p] for p in about_moncayo if p in facts] == [{moncayo}] * knowledge.ABOUT_PER_FACT
+    # three prices of the Tramontana 2 pick six of four templates: a question picked for two of them
+    # has two answers and is dropped; the others stay with their one answer
+    picked = [knowledge._about("how much", "en", "Tramontana 2", sentence) for sentence in tent]
+    shared = {p for p in sum(picked, []) if sum(p in mine for mine in picked) > 1}
+    assert shared and not shared & set(facts)
+    for sentence, mine in zip(tent, picked, strict=True):
+        assert all(facts[p] == {sentence} for p in mine if p not in shared)
+    assert all(len(answers) == 1 for answers in facts.values())
+    assert facts["How much does Tramontana 2 cost?"] == {"It costs 349 euros."}  # its own question stays
+    # counts are not asked about a subject: a document has as many "how many days" as periods
+    assert "how many {unit}" not in knowledge._ABOUT
