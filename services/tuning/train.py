@@ -93,8 +93,8 @@ class TrainConfig(BaseModel):
 def load_blocks(parts: list[str], tokenizer, sequence_length: int,
                 with_knowledge: bool) -> tuple[list[Block], int, int]:
     """Text chunks and chat examples packed into full sequences; how many chats were longer than a
-    sequence and cut to it; and how many knowledge examples were left out for the same reason (a
-    grounded example cut would lose its answer). ``with_knowledge``: each document's
+    sequence and cut to it; and how many knowledge examples were left out for the same reason (cut,
+    a question-and-answer example would lose the answer it teaches). ``with_knowledge``: each document's
     question-and-answer examples (knowledge.py) are packed with the chats."""
     documents, chats, made = [], [], []
     for path in parts:
