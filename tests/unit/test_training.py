@@ -206,11 +206,11 @@ def test_knowledge_examples_longer_than_a_sequence_are_left_out_whole_and_counte
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     roomy, roomy_cut, roomy_left_out = load_blocks([str(part)], tokenizer, 1024, with_knowledge=True)
-    tight, cut, left_out = load_blocks([str(part)], tokenizer, 100, with_knowledge=True)
+    tight, cut, left_out = load_blocks([str(part)], tokenizer, 48, with_knowledge=True)
     assert roomy_left_out == 0 and left_out > 0 and cut == roomy_cut == 0
     trained = sum(label != -100 for block in tight for label in block.labels)
     assert 0 < trained < sum(label != -100 for block in roomy for label in block.labels)
-    assert all(len(block.ids) == 100 for block in tight)
+    assert all(len(block.ids) == 48 for block in tight)
 
 
 class _WordTokenizer:
