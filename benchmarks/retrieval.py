@@ -210,14 +210,14 @@ def qa(settings: Settings, index, items, tuned: Path | None) -> None:
         shares[name] = (statistics.mean(known), by_language)
         languages = "  ".join(f"{lang} {share:.0%}" for lang, share in by_language.items())
         print(f"  {name:<18} knows {sum(known)} of {len(known)} ({statistics.mean(known):.0%}; {languages})")
-    for model, without, with_ in (("base", "without retrieval", "with retrieval"),
+    for which, without, with_ in (("base", "without retrieval", "with retrieval"),
                                   ("tuned", "tuned, without", "tuned, with")):
         if with_ not in shares:
             continue
         before, after = shares[without][0], shares[with_][0]
         ratio = after / before if before else float("inf")
         english = shares[with_][1].get("en", 0.0)
-        print(f"  {model}: with / without {ratio:.2f}x  [goals: English >= 70% {'PASS' if english >= 0.7 else 'MISS'}, "
+        print(f"  {which}: with / without {ratio:.2f}x  [goals: English >= 70% {'PASS' if english >= 0.7 else 'MISS'}, "
               f"overall >= 50% {'PASS' if after >= 0.5 else 'MISS'}, >= 2x {'PASS' if ratio >= 2 else 'MISS'}]")
 
 

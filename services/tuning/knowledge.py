@@ -15,8 +15,9 @@ each document is also given as chat examples whose answers are its own sentences
   asked about that fact in the sentence's own words, the fact turned into the question word
   ("It costs 349 euros." is asked "Tramontana 2: it costs how much?"; a price, share, time or
   year also about its subject in other words, "What is the price of Tramontana 2?"), and answered
-  by the sentence alone; a question the document answers with two sentences is dropped. Users ask for one fact; one short answer that holds it is what the model
-  should learn to give, and each fact seen in several forms is what makes it stick.
+  by the sentence alone; a question the document answers with two sentences is dropped. Users
+  ask for one fact; one short answer that holds it is what the model should learn to give, and
+  each fact seen in several forms is what makes it stick.
 
 Prompts come in several phrasings per language, picked by a hash of the answer, so the model
 learns the facts rather than one template; the same inputs always give the same examples.
@@ -154,7 +155,8 @@ def examples(text: str, language: str) -> list[Example]:
 
 def _unambiguous(found: list[Example]) -> list[Example]:
     """Without the fact questions that the document answers with two different sentences ("How
-    much is the Aneto -5?" of its price and of its repair): one question, one answer to learn."""
+    much is the Aneto -5?" of its price and of its repair): one question, one answer to learn.
+    An example made twice (two times in one sentence ask the same) is kept once."""
     answers: dict[str, set[str]] = defaultdict(set)
     for example in found:
         if example.kind == "fact":
@@ -176,6 +178,7 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
             continue
         asked = 0
         named = names(sentence, known)
+        subject = _topic(named) or topic  # what this sentence is about, and the next one's topic
         # a number inside a name ("Moncayo 38") is part of what the sentence is about, not a fact
         taken = [(m.start(), m.end()) for name in named for m in re.finditer(re.escape(name), sentence)]
         for pattern, english, spanish in _FACTS:
@@ -192,18 +195,17 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
                 if questions:
                     taken.append((start, end))
                     asked += 1
-                    subject = _topic(named) or topic
                     if subject and english in _ABOUT:
                         questions += _about(english, language, subject, sentence)
                     found += [Example("fact", question, sentence) for question in questions]
-        topic = _topic(named) or topic
+        topic = subject
     return found
 
 
 def _about(english: str, language: str, subject: str, sentence: str) -> list[str]:
     """ABOUT_PER_FACT of the fact's questions about its subject, picked by the sentence."""
     templates = _ABOUT[english]["es" if language == "es" else "en"]
-    first = hashlib.sha256(f"{subject}|{sentence}".encode()).digest()[0] % len(templates)
+    first = templates.index(_pick(templates, f"{subject}|{sentence}"))
     picked = [templates[(first + i) % len(templates)] for i in range(min(ABOUT_PER_FACT, len(templates)))]
     return [template.format(s=subject) for template in picked]
 
