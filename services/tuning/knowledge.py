@@ -15,7 +15,10 @@ each document is also given as chat examples whose answers are its own sentences
   asked about that fact in the sentence's own words, the fact turned into the question word
   ("It costs 349 euros." is asked "Tramontana 2: it costs how much?"; a price, share, time or
   year also about its subject in other words, "What is the price of Tramontana 2?"), and answered
-  by the sentence alone; a question the document answers with two sentences is dropped. Users
+  by the sentence alone; a question the document answers with two sentences is dropped. A name
+  whose sentence says what it is ("La Cordada, our intranet") is asked for ("What is our intranet
+  called?"). A sentence's subject is a name before any name after a preposition ("on La Cordada"
+  says where), and it stays the topic only of the sentences that go on about it ("It costs ..."). Users
   ask for one fact; one short answer that holds it is what the model should learn to give, and
   each fact seen in several forms is what makes it stick.
 
@@ -77,6 +80,14 @@ _ABOUT: dict[str, dict[str, list[str]]] = {
     "what year": {"en": ["{s}: in what year?", "In what year for {s}?"], "es": ["{s}: ¿en qué año?", "¿En qué año para {s}?"]},
 }  # counts are left out: "Cierzo: how many days?" has as many answers as the document has periods
 ABOUT_PER_FACT = 2
+# what a name is, asked for the name: "La Cordada, our intranet" is asked "What is our intranet called?"
+_CALLED = {"en": ["What is {what} called?", "What is the name of {what}?"],
+           "es": ["¿Cómo se llama {what}?", "¿Cuál es el nombre de {what}?"]}
+# a name after these words says where or with whom, not what the sentence is about
+_PREPOSITIONS = frozenset("on in at from to into onto through via by with for about near de del en a al desde con "
+                          "por para hacia hasta sobre entre tras".split())
+_DETERMINERS = frozenset("the a an our your their its this that these those el la los las un una unos unas nuestro "
+                         "nuestra nuestros nuestras tu tus su sus este esta".split())
 _NOT_UNITS = frozenset("and the of to for in on or with per from are is was were y el la los las de del en a con por "
                        "para que se es son".split())
 _PRONOUN_START = re.compile(r"^(?:it|its|they|their|this|these|he|she|his|her|él|ella|ellos|ellas|este|esta|"
@@ -143,6 +154,8 @@ def examples(text: str, language: str) -> list[Example]:
                     title=title or heading, heading=_lower_first(heading)), answer))
     sentences_by_name: dict[str, list[str]] = defaultdict(list)
     for sentence in sentences_of_document:
+        if "|" in sentence:  # a Markdown table's cells are headers and values, no names to ask about
+            continue
         for name in names(sentence, known):
             if sentence not in sentences_by_name[name]:
                 sentences_by_name[name].append(sentence)
@@ -169,16 +182,18 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
 
     The question is the clause that holds the fact, the fact replaced by its question word. A
     clause that names nothing itself ("It costs 349 euros") is asked with the paragraph's topic in
-    front: the first name of the last sentence before it that named one, else the first name in the
-    paragraph's question or heading (``topics``)."""
+    front: where the sentence goes on about the one before (``_continues``), that sentence's subject
+    (``_about_whom``), else the first name in the paragraph's question or heading (``topics``)."""
     found: list[Example] = []
-    topic = _topic(topics)
+    heading_topic = topic = _topic(topics)
     for sentence in sentences:
         if "|" in sentence:  # a Markdown table's rows: their cells are no sentence to ask in
             continue
         asked = 0
         named = names(sentence, known)
-        subject = _topic(named) or topic  # what this sentence is about, and the next one's topic
+        if not _continues(sentence, language):  # "Courier returns are free" is not about the last name
+            topic = heading_topic
+        subject = _topic(_about_whom(sentence, named)) or topic  # what it is about, and the next one's topic
         # a number inside a name ("Moncayo 38") is part of what the sentence is about, not a fact
         taken = [(m.start(), m.end()) for name in named for m in re.finditer(re.escape(name), sentence)]
         for pattern, english, spanish in _FACTS:
@@ -198,8 +213,51 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
                     if subject and english in _ABOUT:
                         questions += _about(english, language, subject, sentence)
                     found += [Example("fact", question, sentence) for question in questions]
+        found += [Example("fact", question, sentence) for question in _called(sentence, named, language)]
         topic = subject
     return found
+
+
+def _continues(sentence: str, language: str) -> bool:
+    """Whether a sentence goes on about the one before: it starts with a pronoun ("It costs 349
+    euros") or, in Spanish, with its verb ("Cuesta 349 euros")."""
+    first = sentence.split(maxsplit=1)[0].lower() if sentence.strip() else ""
+    return bool(_PRONOUN_START.match(sentence)) or language == "es" and first.startswith(_VERB_STEMS_ES)
+
+
+def _about_whom(sentence: str, named: list[str]) -> list[str]:
+    """The names a sentence can be about: those before the first name after a preposition, which
+    says where or by whom and starts the rest of the sentence ("Payslips are on La Cordada": the
+    next sentence's "It costs 40 euros" is not about La Cordada)."""
+    kept = []
+    for name in named:
+        before = sentence[: sentence.find(name)].split()
+        while before and before[-1].lower() in _DETERMINERS:
+            before.pop()
+        if before and before[-1].lower().strip(",;:") in _PREPOSITIONS:
+            break
+        kept.append(name)
+    return kept
+
+
+def _called(sentence: str, named: list[str], language: str) -> list[str]:
+    """The questions that ask what a name is called where the sentence says what it is ("La Cordada,
+    our intranet" is asked "What is our intranet called?")."""
+    for name in named:
+        if name.split()[0] in _NOT_TOPICS:  # "6 January, our busiest weeks" names a date, not a thing
+            continue
+        match = re.search(rf"{re.escape(name)}, (our|nuestr[oa]s?) ((?:[a-záéíóúñ]+ ?){{1,3}})", sentence)
+        if not match:
+            continue
+        words = []
+        for word in match.group(2).split():
+            if word in _PREPOSITIONS or word in _NOT_UNITS:
+                break
+            words.append(word)
+        if words:
+            what = f"{match.group(1)} {' '.join(words)}"
+            return [template.format(what=what) for template in _CALLED["es" if language == "es" else "en"]]
+    return []
 
 
 def _about(english: str, language: str, subject: str, sentence: str) -> list[str]:
@@ -235,12 +293,14 @@ def _asked(sentence: str, start: int, end: int, word: str, language: str, topic:
             break
     before = _LEADING_JOINER.sub("", sentence[clause_start:start].lstrip())
     after = sentence[end:clause_end].rstrip().rstrip(".!?,;:")
-    topic = _topic(names(sentence[:clause_start], known)) or topic  # "Los productos de Cierzo, ..., tienen"
+    earlier = sentence[:clause_start]  # "Los productos de la marca Cierzo, ..., tienen"
+    topic = _topic(_about_whom(earlier, names(earlier, known))) or topic
     clause = f"{before}{word}{after}".strip()
-    if len(clause.split()) < 3:
-        return []
+    if len(clause.split()) < 3 or not topic and _PRONOUN_START.match(clause):
+        return []  # too short to say what is asked, or "It costs how much?" of nothing named
     if topic and topic not in clause and (_PRONOUN_START.match(clause) or not names(clause, known)):
         clause = f"{topic}: {_lower_first(clause, known)}"
+    clause = clause[0].upper() + clause[1:]
     questions = [f"¿{clause}?" if language == "es" else f"{clause}?"]
     fronted = _fronted(before, word, after, language, topic, known)
     return questions + [fronted] if fronted else questions
