@@ -154,7 +154,7 @@ def examples(text: str, language: str) -> list[Example]:
                     title=title or heading, heading=_lower_first(heading)), answer))
     sentences_by_name: dict[str, list[str]] = defaultdict(list)
     for sentence in sentences_of_document:
-        if "|" in sentence:  # a Markdown table's cells are headers and values, no names to ask about
+        if _table_row(sentence):  # its cells are headers and values, no names to ask about
             continue
         for name in names(sentence, known):
             if sentence not in sentences_by_name[name]:
@@ -187,7 +187,7 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
     found: list[Example] = []
     heading_topic = topic = _topic(topics)
     for sentence in sentences:
-        if "|" in sentence:  # a Markdown table's rows: their cells are no sentence to ask in
+        if _table_row(sentence):  # its cells are no sentence to ask in
             continue
         asked = 0
         named = names(sentence, known)
@@ -216,6 +216,11 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
         found += [Example("fact", question, sentence) for question in _called(sentence, named, language)]
         topic = subject
     return found
+
+
+def _table_row(sentence: str) -> bool:
+    """Whether a "sentence" is a Markdown table's row (the readers write tables so)."""
+    return "|" in sentence
 
 
 def _continues(sentence: str, language: str) -> bool:
