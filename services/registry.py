@@ -203,6 +203,7 @@ def register_version(client: Minio, card: ModelCard, tokenizer: bytes,
     version = card.version
     if read_card(client, version) is not None:
         raise WriteConflict(f"model version {version} is already registered: versions are written once")
+    card = card.model_copy(update={"created_at": card.created_at or datetime.now(UTC)})  # names its cache folder
     for folder, prefix in ((model_folder, model_prefix(version)), (adapter_folder, adapter_prefix(version))):
         if folder is not None:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -282,13 +283,22 @@ def fetch(client: Minio, version: int, cache_dir: Path) -> LocalVersion:
     card = read_card(client, version)
     if card is None:
         raise LookupError(f"there is no model version {version} in the registry")
+    cached = cache_folder(cache_dir, card)
     if card.kind == "adapter":
         base = fetch(client, card.base_version, cache_dir)
-        adapter = _download(client, adapter_prefix(version), cache_dir / str(version) / "adapter")
+        adapter = _download(client, adapter_prefix(version), cached / "adapter")
         return LocalVersion(version=version, base=base.base, base_version=base.version, adapter=adapter, card=card)
-    folder = _download(client, model_prefix(version), cache_dir / str(version) / "model")
+    folder = _download(client, model_prefix(version), cached / "model")
     base = str(folder) if folder is not None else card.base_model
     return LocalVersion(version=version, base=base, base_version=version, adapter=None, card=card)
+
+
+def cache_folder(cache_dir: Path, card: ModelCard) -> Path:
+    """Where a version's files are cached: under its number and the time it was registered, since a
+    registry made again from nothing (a wiped MinIO, another stack on the same state folder) numbers
+    its versions from 0 again, and its version 1 is not the old one."""
+    registered = card.created_at.strftime("%Y%m%dT%H%M%S%fZ") if card.created_at else "undated"
+    return cache_dir / str(card.version) / registered
 
 
 def _download(client: Minio, prefix: str, folder: Path) -> Path | None:
