@@ -34,7 +34,7 @@ from services.tuning.evaluate import QAItem, contains_answer, read_qa
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 QUESTIONS = 3  # asked of the base model and of the champion, from samples/qa.jsonl
-DEMO_TOKENS = 80_000  # the training budget on a CPU: about 9 minutes on 2 cores, beside the services
+DEMO_TOKENS = 140_000  # the training budget on a CPU: about 10 minutes on 2 cores, beside the services
 
 
 def wait_normalized(settings: Settings, files: list[Path], echo: Callable[[str], None], timeout_s: float = 600,

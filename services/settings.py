@@ -98,12 +98,14 @@ class TuningSettings(BaseSettings):
     )
     max_tokens: int | None = Field(
         None, ge=1, description="Token budget of one run: it stops after about this many tokens, whatever the "
-        "epochs (a short run on a CPU; unset: no budget).",
+        "epochs (a short run on a CPU; unset: no budget). A budget too short for the passes the data calls for "
+        "trains the documents and their questions and answers.",
     )
     steps: int | None = Field(None, ge=1, description="A fixed number of optimizer steps per run, instead of "
                               "epochs and token budget.")
-    patience: int = Field(3, ge=0, description="Validations on the eval split without a lower loss before the "
-                          "run stops early (0: never); the best checkpoint is the one evaluated and registered.")
+    patience: int = Field(3, ge=0, description="Validations (on held-out questions of trained facts, else on the "
+                          "eval split) without a lower loss before the run stops early (0: never); the best "
+                          "checkpoint is the one evaluated and registered.")
     knowledge_examples: bool = Field(True, description="Also train on question-and-answer examples made from each "
                                      "document's own sentences (services/tuning/knowledge.py).")
     precision: Literal["auto", "bf16", "fp32"] = Field(
@@ -111,7 +113,7 @@ class TuningSettings(BaseSettings):
         "(AVX-512 BF16 or AMX: about 1.7x faster than fp32 there), else fp32.")
     sequence_length: int = Field(256, ge=16, description="Tokens per training sequence.")
     micro_batch: int = Field(4, ge=1, description="Sequences per forward pass.")
-    gradient_accumulation: int = Field(2, ge=1, description="Micro-batches per optimizer step.")
+    gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW, warm-up then cosine).")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     checkpoint_every: int = Field(20, ge=1, description="Steps between training checkpoints.")

@@ -21,7 +21,7 @@ from tests.integration.harness import AFINA, afina_up
 pytestmark = pytest.mark.integration
 
 DOCUMENTS = [SAMPLES / "inbox" / "product_faq_en.html", SAMPLES / "inbox" / "staff_questions_en.jsonl"]
-BUDGET = 8192  # four steps of the default recipe (4 sequences x 2 micro-batches x 256 tokens)
+BUDGET = 8192  # eight steps of the default recipe (4 sequences x 1 micro-batch x 256 tokens)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_smollm2_is_the_default_and_is_tuned_and_served(smollm2_system):
     assert tuned.returncode == 0, tuned.stdout + tuned.stderr
     card = registry.read_card(s3, 1)
     assert card.base_version == 0 and card.hyperparameters["learning_rate"] == 1e-3
-    assert card.training.planned_steps == 4 and card.training.steps == 4  # the budget, 8 sequences a step
+    assert card.training.planned_steps == 8 and card.training.steps == 8  # the budget, 4 sequences a step
     assert card.training.best_step is not None  # validated on the eval split, the best adapter kept
 
     # the base and the candidate (promoted or not, a named version is served) over gRPC. The base's

@@ -205,12 +205,66 @@ def test_knowledge_examples_longer_than_a_sequence_are_left_out_whole_and_counte
     from services.tuning.train import load_blocks
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    roomy, roomy_cut, roomy_left_out = load_blocks([str(part)], tokenizer, 1024, with_knowledge=True)
-    tight, cut, left_out = load_blocks([str(part)], tokenizer, 48, with_knowledge=True)
-    assert roomy_left_out == 0 and left_out > 0 and cut == roomy_cut == 0
-    trained = sum(label != -100 for block in tight for label in block.labels)
-    assert 0 < trained < sum(label != -100 for block in roomy for label in block.labels)
-    assert all(len(block.ids) == 48 for block in tight)
+    roomy = load_blocks([str(part)], tokenizer, 1024, with_knowledge=True)
+    tight = load_blocks([str(part)], tokenizer, 48, with_knowledge=True)
+    assert roomy.left_out == 0 and tight.left_out > 0 and tight.cut == roomy.cut == 0
+    trained = sum(label != -100 for block in tight.everything for label in block.labels)
+    assert 0 < trained < sum(label != -100 for block in roomy.everything for label in block.labels)
+    assert all(len(block.ids) == 48 for block in tight.everything)
+
+
+def test_validation_asks_trained_facts_in_words_the_run_does_not_train(base, tmp_path):
+    """Early stopping on a held-out document's loss kept the first quarter of a run (its loss rises as
+    the model learns its own documents): validation asks the trained facts in other words instead."""
+    from services.tuning import knowledge
+    from services.tuning.train import load_blocks
+
+    text = "# Tents\n\n" + " ".join(f"The Model {i} tent costs {100 + i} euros." for i in range(60))
+    examples = knowledge.examples(text, "en")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    now = datetime.now(UTC)
+    row = {"source_id": "t:tents", "sha256": "b" * 64, "language": "en", "media_type": "text/markdown",
+           "tokenizer": "v0", "discovered_at": now, "normalized_at": now, "chunk_index": 0, "kind": "text",
+           "text": text, "messages": None, "token_ids": (ids := tokenizer(text)["input_ids"]), "n_tokens": len(ids)}
+    (path := tmp_path / "tents.parquet").write_bytes(to_parquet([row]))
+    blocks = load_blocks([str(path)], tokenizer, 256, with_knowledge=True)
+
+    def prompts(packed) -> set[str]:
+        said = "".join(tokenizer.decode(block.ids) for block in packed)
+        return {e.prompt for e in examples if e.prompt in said}
+
+    asked, trained = prompts(blocks.asked_again), prompts(blocks.everything)
+    facts = {e.answer for e in examples if e.kind == "fact"}
+    assert 0 < len(asked) < len(facts) / 2 and not asked & trained  # held out, never trained
+    for prompt in asked:  # each one's fact is trained, asked another way
+        answer = next(e.answer for e in examples if e.prompt == prompt)
+        assert any(e.answer == answer and e.kind == "fact" for e in examples if e.prompt in trained - asked)
+
+
+def test_a_budget_short_of_the_passes_the_data_calls_for_trains_the_questions_and_documents(base, part):
+    """Questions with one-sentence answers teach a fact in fewest tokens: a short budget goes to them and
+    to the documents' text, not to the long section and entity answers that restate it."""
+    from services.tuning.train import budgeted_blocks, load_blocks, planned_steps
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    blocks = load_blocks([str(part)], tokenizer, 128, with_knowledge=True)
+    assert blocks.questions and blocks.documents and blocks.recitations
+    asked = [tokenizer.decode([t for t in block.ids if t != tokenizer.pad_token_id]) for block in blocks.questions]
+    assert any("¿Garantía?" in text for text in asked)  # the chat is a question
+    assert not any(tokenizer.decode(block.ids).startswith(tiny.sample_text()[:20]) for block in blocks.questions)
+    assert blocks.short == blocks.documents + blocks.questions
+
+    run = config(base, part, "", steps=None, epochs=2)
+    full, _ = planned_steps(run, len(blocks.everything), world=1)
+    assert budgeted_blocks(run, blocks, world=1) == blocks.everything  # no budget: everything
+    enough = run.model_copy(update={"max_tokens": full * 8 * run.sequence_length})
+    assert budgeted_blocks(enough, blocks, world=1) == blocks.everything  # the budget makes the passes
+    short = run.model_copy(update={"max_tokens": (full - 1) * 8 * run.sequence_length})
+    assert budgeted_blocks(short, blocks, world=1) == blocks.short  # without the section and entity examples
+    assert budgeted_blocks(short.model_copy(update={"steps": 3}), blocks, world=1) == blocks.everything  # fixed steps
+    unasked = load_blocks([str(part)], tokenizer, 128, with_knowledge=True)
+    unasked = type(unasked)([], unasked.documents, unasked.recitations, 0, 0, [])  # no questions: what there is
+    assert budgeted_blocks(short, unasked, world=1) == unasked.everything
 
 
 class _WordTokenizer:
@@ -243,7 +297,7 @@ def test_validation_keeps_the_best_adapter_and_stops_when_it_gets_no_better(base
     the best): the run stops after `patience` worse validations and the adapter it leaves is the one
     of the best validation."""
     run = tmp_path / "run"
-    result = main(config(base, part, run, steps=40, learning_rate=1.0, eval_parts=[str(part)], patience=2))
+    result = main(config(base, part, run, steps=40, learning_rate=2.0, eval_parts=[str(part)], patience=2))
     records = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines()]
     validated = [r for r in records if "val_loss" in r]
     assert [r["step"] for r in validated] == list(range(8, 8 * len(validated) + 1, 8))  # every 40 // 5 steps
