@@ -82,12 +82,17 @@ def test_in_text_with_marked_headings_a_short_unpunctuated_line_is_not_taken_for
     assert [p.section for p in from_rows(unmarked)] == ["Returns", "Store hours"]  # a PDF's text: guessed
 
 
-def test_reciprocal_rank_fusion_rewards_agreement():
-    fused = fuse([["a", "b", "c"], ["c", "b", "d"]])
-    assert [item for item, _ in fused] == ["c", "b", "a", "d"]  # c: 1/61 + 1/63 edges b: 2/62
-    assert dict(fused)["b"] == pytest.approx(2 / 62)
-    assert dict(fused)["a"] == pytest.approx(1 / 61) and "d" in dict(fused)
-    assert fuse([]) == []
+def test_fusion_weighs_normalized_scores_so_agreement_and_margin_both_count():
+    vector = {"a": 0.90, "b": 0.85, "c": 0.80}  # cosine similarities: a narrow band
+    text = {"c": 12.0, "b": 11.0, "d": 2.0}  # BM25: another scale
+    fused = dict(fuse([(vector, 0.4), (text, 0.6)]))
+    assert fused["a"] == pytest.approx(0.4)  # top of one search, absent from the other
+    assert fused["b"] == pytest.approx(0.4 * 0.5 + 0.6 * 0.9)
+    assert fused["c"] == pytest.approx(0.6)  # last of one, first of the other
+    assert fused["d"] == pytest.approx(0.0)
+    assert [item for item, _ in fuse([(vector, 0.4), (text, 0.6)])] == ["b", "c", "a", "d"]
+    assert fuse([({"x": 3.0}, 1.0)]) == [("x", 1.0)]  # one candidate: no range to normalize over
+    assert fuse([]) == [] and fuse([({}, 0.4)]) == []
 
 
 def test_filters_become_one_quoted_condition():
