@@ -132,14 +132,18 @@ def has_primary_key(table_schema: pa.Schema) -> bool:
 
 def fuse(searches: Iterable[tuple[dict[str, float], float]]) -> list[tuple[str, float]]:
     """Convex combination: each search's scores (higher is better) are min-max normalized over its
-    candidates, weighted, and summed; an id a search did not return scores 0 there."""
+    candidates, weighted (the weights taken as shares of their sum), and summed; an id a search did
+    not return scores 0 there. So a fused score is in [0, 1], one search alone included."""
+    searches = list(searches)
+    total = sum(weight for _, weight in searches)
     fused: dict[str, float] = {}
     for scores, weight in searches:
         if not scores:
             continue
         low, high = min(scores.values()), max(scores.values())
         for item, score in scores.items():
-            fused[item] = fused.get(item, 0.0) + weight * ((score - low) / (high - low) if high > low else 1.0)
+            normalized = (score - low) / (high - low) if high > low else 1.0
+            fused[item] = fused.get(item, 0.0) + weight / total * normalized
     return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
 
 

@@ -92,6 +92,7 @@ def test_fusion_weighs_normalized_scores_so_agreement_and_margin_both_count():
     assert fused["d"] == pytest.approx(0.0)
     assert [item for item, _ in fuse([(vector, 0.4), (text, 0.6)])] == ["b", "c", "a", "d"]
     assert fuse([({"x": 3.0}, 1.0)]) == [("x", 1.0)]  # one candidate: no range to normalize over
+    assert fuse([(vector, 0.4)])[0] == ("a", pytest.approx(1.0))  # one search alone: its own scale, in [0, 1]
     assert fuse([]) == [] and fuse([({}, 0.4)]) == []
 
 
