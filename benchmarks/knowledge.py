@@ -110,7 +110,7 @@ def main_(args: argparse.Namespace) -> None:
 
     overrides = dict(learning_rate=args.learning_rate, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                      sequence_length=args.sequence_length, micro_batch=args.micro_batch,
-                     knowledge_examples=args.knowledge)
+                     knowledge_examples=args.knowledge, reading_examples=args.reading)
     steps = None  # with --tokens: the budget, and what it trains is the recipe's choice
     if not args.tokens:
         warm = main(TrainConfig.of(settings.tuning, base_model=str(folder), parts=parts, output=str(work / "warm-up"),
@@ -195,6 +195,8 @@ if __name__ == "__main__":
     parser.add_argument("--micro-batch", type=int, default=4)
     parser.add_argument("--knowledge", action=argparse.BooleanOptionalAction, default=True,
                         help="question-and-answer examples made from the documents (default on)")
+    parser.add_argument("--reading", action=argparse.BooleanOptionalAction, default=False,
+                        help="reading examples too: the questions asked with passages in the prompt (reading.py)")
     parser.add_argument("--seeds", type=int, default=1, help="runs with training seeds 0..N-1, judged on their mean")
     parser.add_argument("--more", action="store_true",
                         help="a second round with samples/more: continued training against a fresh adapter")

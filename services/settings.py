@@ -108,6 +108,10 @@ class TuningSettings(BaseSettings):
                           "checkpoint is the one evaluated and registered.")
     knowledge_examples: bool = Field(True, description="Also train on question-and-answer examples made from each "
                                      "document's own sentences (services/tuning/knowledge.py).")
+    reading_examples: bool = Field(False, description="And the same questions asked with passages of the document "
+                                   "in the prompt, as retrieval asks them (services/tuning/reading.py). Off: at the "
+                                   "demo's budget the tuned model then answered fewer questions from retrieved "
+                                   "passages, not more (benchmarks/retrieval.py --tuned).")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="Training arithmetic. auto: bf16 on a GPU and on a CPU that computes bf16 natively "
         "(AVX-512 BF16 or AMX: about 1.7x faster than fp32 there), else fp32.")

@@ -150,7 +150,7 @@ def examples(text: str, language: str) -> list[Example]:
         for start in range(0, len(sentences), SENTENCES_PER_ANSWER):
             answer = " ".join(sentences[start : start + SENTENCES_PER_ANSWER])
             if heading:
-                found.append(Example("section", _pick(prompts["section"], answer).format(
+                found.append(Example("section", pick(prompts["section"], answer).format(
                     title=title or heading, heading=_lower_first(heading)), answer))
     sentences_by_name: dict[str, list[str]] = defaultdict(list)
     for sentence in sentences_of_document:
@@ -162,7 +162,7 @@ def examples(text: str, language: str) -> list[Example]:
     for name, sentences in sentences_by_name.items():
         if len(sentences) <= MAX_ENTITY_SENTENCES:
             answer = " ".join(sentences)
-            found.append(Example("entity", _pick(prompts["entity"], answer).format(name=name), answer))
+            found.append(Example("entity", pick(prompts["entity"], answer).format(name=name), answer))
     return _unambiguous(found)
 
 
@@ -268,7 +268,7 @@ def _called(sentence: str, named: list[str], language: str) -> list[str]:
 def _about(english: str, language: str, subject: str, sentence: str) -> list[str]:
     """ABOUT_PER_FACT of the fact's questions about its subject, picked by the sentence."""
     templates = _ABOUT[english]["es" if language == "es" else "en"]
-    first = templates.index(_pick(templates, f"{subject}|{sentence}"))
+    first = templates.index(pick(templates, f"{subject}|{sentence}"))
     picked = [templates[(first + i) % len(templates)] for i in range(min(ABOUT_PER_FACT, len(templates)))]
     return [template.format(s=subject) for template in picked]
 
@@ -437,7 +437,8 @@ def _blocks(text: str) -> Iterator[_Block]:
         yield _Block("paragraph", " ".join(paragraph))
 
 
-def _pick(choices: list[str], key: str) -> str:
+def pick(choices: list, key: str):
+    """One of ``choices``, by a hash of ``key``: the same inputs always make the same examples."""
     return choices[hashlib.sha256(key.encode()).digest()[0] % len(choices)]
 
 

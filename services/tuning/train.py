@@ -36,7 +36,8 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.settings import TuningSettings
-from services.tuning import knowledge
+from services.retrieval.passages import from_rows
+from services.tuning import knowledge, reading
 from services.tuning.batches import IGNORE, Block, chat_example, pack, pack_examples
 from services.tuning.parallel import Processes
 
@@ -68,6 +69,7 @@ class TrainConfig(BaseModel):
     checkpoint_every: int
     patience: int = 3  # validations without a better loss before stopping (0: never stop early)
     knowledge_examples: bool = True  # question-and-answer examples made from the documents (knowledge.py)
+    reading_examples: bool = False  # and the same questions asked with passages in the prompt (reading.py)
     gradient_checkpointing: bool | Literal["auto"] = "auto"  # auto: when activations would not fit
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the hardware has it (uses_bf16)
     # the recipe's own
@@ -86,7 +88,8 @@ class TrainConfig(BaseModel):
             gradient_accumulation=tuning.gradient_accumulation, epochs=tuning.epochs, max_tokens=tuning.max_tokens,
             steps=tuning.steps, learning_rate=tuning.learning_rate, lora_r=tuning.lora_r,
             lora_alpha=2 * tuning.lora_r, checkpoint_every=tuning.checkpoint_every, patience=tuning.patience,
-            knowledge_examples=tuning.knowledge_examples, precision=tuning.precision,
+            knowledge_examples=tuning.knowledge_examples, reading_examples=tuning.reading_examples,
+            precision=tuning.precision,
         )
         return cls(base_model=base_model, parts=parts, output=output, continue_from=continue_from,
                    **{**hyperparameters, **overrides})
@@ -109,12 +112,13 @@ VALIDATION_SHARE = 4
 
 @dataclass(frozen=True)
 class TrainBlocks:
-    questions: list[Block]  # chats and question-and-answer examples, packed
+    questions: list[Block]  # chats, question-and-answer and reading examples, packed
     documents: list[Block]  # the documents' text, packed
     recitations: list[Block]  # the long section and entity examples, packed
     cut: int  # chats longer than a sequence, cut to it
     left_out: int  # knowledge examples longer than a sequence, left out whole
     asked_again: list[Block]  # the held-out questions of trained facts, to validate on
+    readings: int = 0  # reading examples among the questions
 
     @property
     def everything(self) -> list[Block]:
@@ -126,13 +130,15 @@ class TrainBlocks:
         return self.documents + self.questions
 
 
-def load_blocks(parts: list[str], tokenizer, sequence_length: int, with_knowledge: bool) -> TrainBlocks:
+def load_blocks(parts: list[str], tokenizer, sequence_length: int, with_knowledge: bool,
+                with_reading: bool = False) -> TrainBlocks:
     """Text chunks and chat examples packed into full sequences, questions apart from texts; how many
     chats were longer than a sequence and cut to it; and how many knowledge examples were left out
     for the same reason (cut, a question-and-answer example would lose the answer it teaches).
     ``with_knowledge``: each document's question-and-answer examples (knowledge.py) are packed too,
-    but for the questions held out to validate on (``held_out_questions``)."""
-    documents, chats, made, held = [], [], [], set()
+    but for the questions held out to validate on (``held_out_questions``); ``with_reading``: and
+    the trained questions asked again over the document's passages (reading.py)."""
+    documents, chats, made, held, by_document = [], [], [], set(), []
     for path in parts:
         rows = pq.read_table(path, columns=["kind", "chunk_index", "text", "token_ids", "messages",
                                             "language"]).to_pylist()
@@ -144,17 +150,23 @@ def load_blocks(parts: list[str], tokenizer, sequence_length: int, with_knowledg
             examples = knowledge.examples(text, chunks[0]["language"])
             made += [(example, chat_example(tokenizer, example.messages())) for example in examples]
             held |= held_out_questions(examples)
+            if with_reading:
+                by_document.append((examples, [passage.text for passage in from_rows(chunks)]))
     fitting = [(example, ids) for example, ids in made if len(ids[0]) <= sequence_length]
     asked_again = _validation_share(held, {example: ids for example, ids in fitting})
     trained = [(example, ids) for example, ids in fitting if example not in asked_again]
+    read = [chat_example(tokenizer, example.messages()) for examples, passages in by_document
+            for example in reading.readings([e for e in examples if e.kind in QUESTION_KINDS and e not in asked_again],
+                                            passages)]
+    read_fitting = [ids for ids in read if len(ids[0]) <= sequence_length]
     questions, cut = pack_examples([*(chat_example(tokenizer, messages) for messages in chats),
-                                    *(ids for example, ids in trained if example.kind in QUESTION_KINDS)],
-                                   sequence_length, tokenizer.pad_token_id)
+                                    *(ids for example, ids in trained if example.kind in QUESTION_KINDS),
+                                    *read_fitting], sequence_length, tokenizer.pad_token_id)
     recitations, _ = pack_examples([ids for example, ids in trained if example.kind not in QUESTION_KINDS],
                                    sequence_length, tokenizer.pad_token_id)
     validation, _ = pack_examples(asked_again.values(), sequence_length, tokenizer.pad_token_id)
     return TrainBlocks(questions, pack(documents, sequence_length, tokenizer.eos_token_id), recitations,
-                       cut, len(made) - len(fitting), validation)
+                       cut, len(made) - len(fitting) + len(read) - len(read_fitting), validation, len(read_fitting))
 
 
 def held_out_questions(examples: list[knowledge.Example]) -> set[knowledge.Example]:
@@ -289,7 +301,8 @@ def main(config: TrainConfig) -> dict:
     forward = processes.wrap(model)
 
     # 2. the data: a fixed order of blocks, seeded, the same for a resumed run; the steps follow it
-    loaded = load_blocks(config.parts, tokenizer, config.sequence_length, config.knowledge_examples)
+    loaded = load_blocks(config.parts, tokenizer, config.sequence_length, config.knowledge_examples,
+                         config.reading_examples)
     blocks = budgeted_blocks(config, loaded, processes.world)
     if not blocks:
         raise SystemExit("the snapshot's train split has no tokens")
@@ -313,7 +326,8 @@ def main(config: TrainConfig) -> dict:
     held_out = random.Random(config.seed).sample(held_out, len(held_out))[: VALIDATION_TOKENS // config.sequence_length]
     validate_every = max(1, steps // VALIDATIONS_PER_RUN)
     validated_on = "held-out questions" if loaded.asked_again else "eval text"
-    print(f"{len(blocks)} sequences of {config.sequence_length} tokens: {steps} steps, {epochs:.1f} passes; "
+    print(f"{len(blocks)} sequences of {config.sequence_length} tokens ({loaded.readings} reading examples among "
+          f"them): {steps} steps, {epochs:.1f} passes; "
           f"validation on {len(held_out)} sequences of {validated_on} every {validate_every} steps; "
           f"{'bf16' if bf16 else 'fp32'}; gradient checkpointing {'on' if checkpointing else 'off'}", file=sys.stderr)
 
