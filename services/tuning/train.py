@@ -366,7 +366,8 @@ def main(config: TrainConfig) -> dict:
         optimizer.zero_grad(set_to_none=True)
         step += 1
         losses.append(step_loss)
-        record = {"step": step, "loss": round(step_loss, 5), "lr": schedule.get_last_lr()[0]}
+        record = {"step": step, "loss": round(step_loss, 5), "lr": schedule.get_last_lr()[0],
+                  "seconds": round(time.perf_counter() - started, 3)}  # since this run (or resume) began
         # 6. validation: keep the best adapter; stop when `patience` validations in a row did no better
         improved = False
         if held_out and (step % validate_every == 0 or step == steps):
