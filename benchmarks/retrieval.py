@@ -177,7 +177,7 @@ def show_quality(name: str, scores: dict) -> None:
           f"{'PASS' if hybrid[0] >= 0.9 else 'MISS'}]")
 
 
-def qa(settings: Settings, index, items, tuned: Path | None) -> None:
+def qa(settings: Settings, index, items, sets: list[str], tuned: Path | None) -> None:
     from transformers import AutoTokenizer
 
     from services.retrieval.grounding import grounded_messages
@@ -209,7 +209,9 @@ def qa(settings: Settings, index, items, tuned: Path | None) -> None:
                        for lang in sorted({i.language for i in items})}
         shares[name] = (statistics.mean(known), by_language)
         languages = "  ".join(f"{lang} {share:.0%}" for lang, share in by_language.items())
-        print(f"  {name:<18} knows {sum(known)} of {len(known)} ({statistics.mean(known):.0%}; {languages})")
+        by_set = "  ".join(f"{part} {sum(k for k, s in zip(known, sets) if s == part)}/{sets.count(part)}"
+                           for part in dict.fromkeys(sets))
+        print(f"  {name:<18} knows {sum(known)} of {len(known)} ({statistics.mean(known):.0%}; {languages}; {by_set})")
     for which, without, with_ in (("base", "without retrieval", "with retrieval"),
                                   ("tuned", "tuned, without", "tuned, with")):
         if with_ not in shares:
@@ -341,6 +343,8 @@ def main() -> None:
 
         print("1. search quality")
         items = [item for name in ("qa.jsonl", "qa_more.jsonl", "qa_news.jsonl") for item in read_qa(SAMPLES / name)]
+        sets = [name.removesuffix(".jsonl") for name in ("qa.jsonl", "qa_more.jsonl", "qa_news.jsonl")
+                for _ in read_qa(SAMPLES / name)]
         sources = [json.loads(line)["source"] for name in ("qa.jsonl", "qa_more.jsonl", "qa_news.jsonl")
                    for line in (SAMPLES / name).read_text().splitlines() if line.strip()]
         samples_index = PassageIndex(Settings(retrieval={"table": f"samples{uuid.uuid4().hex[:8]}"}), embedder,
@@ -374,7 +378,7 @@ def main() -> None:
 
         if not args.skip_qa:
             print("2. Q&A on samples/qa*.jsonl, SmolLM2-135M-Instruct base, top 3 hybrid passages")
-            qa(settings, samples_index, items, args.tuned)
+            qa(settings, samples_index, items, sets, args.tuned)
 
         print("3. speed")
         latency(settings, embedder, args.chunks, [q for q, _ in queries] + [q for q, _ in python_queries])
