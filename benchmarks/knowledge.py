@@ -155,7 +155,7 @@ def main_(args: argparse.Namespace) -> None:
 def warm_up(settings: Settings, folder: Path, parts: list[str], output: Path, overrides: dict) -> float:
     """Seconds per training step: the median of a short run's steps that follow no validation (a run
     validates about five times, so a 10-step run every other step; a 3-step run validated at every
-    step and measured 12.2 s a step where training takes 5), the first step (warming caches) left out."""
+    step and measured 12.2 s a step where training takes 4.2), the first step (warming caches) left out."""
     main(TrainConfig.of(settings.tuning, base_model=str(folder), parts=parts, output=str(output), steps=WARM_UP_STEPS,
                         checkpoint_every=1000, **overrides))
     records = [json.loads(line) for line in (output / "loss.jsonl").read_text().splitlines()]
