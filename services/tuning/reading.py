@@ -48,9 +48,10 @@ def readings(questions: Sequence[Example], passages: Sequence[str]) -> list[Read
     asked: dict[str, list[str]] = {}
     for example in questions:
         asked.setdefault(example.answer, []).append(example.prompt)
+    flat = [_flat(text) for text in passages]
     found = []
     for answer, prompts in asked.items():
-        holding = next((i for i, text in enumerate(passages) if _flat(answer) in _flat(text)), None)
+        holding = next((i for i, text in enumerate(flat) if _flat(answer) in text), None)
         if holding is None:
             continue
         near = window(passages[holding], answer)

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from transformers import AutoTokenizer
 
-from services.datasets.parts import to_parquet
 from services.retrieval.grounding import INSTRUCTION
 from services.retrieval.passages import split_text
 from services.tuning import knowledge, reading, tiny
+from tests.unit.parts import text_part
 
 GUIDE = """# Tents
 
@@ -73,11 +71,7 @@ def test_reading_examples_are_packed_with_the_passages_given_and_the_answer_lear
     base = tmp_path / "tiny"
     tiny.build(base, tiny.TinyRecipe(steps=1))
     tokenizer = AutoTokenizer.from_pretrained(base)
-    now = datetime.now(UTC)
-    row = {"source_id": "t:guide", "sha256": "c" * 64, "language": "en", "media_type": "text/markdown",
-           "tokenizer": "v0", "discovered_at": now, "normalized_at": now, "chunk_index": 0, "kind": "text",
-           "text": GUIDE, "messages": None, "token_ids": (ids := tokenizer(GUIDE)["input_ids"]), "n_tokens": len(ids)}
-    (path := tmp_path / "guide.parquet").write_bytes(to_parquet([row]))
+    path = text_part(tmp_path / "guide.parquet", tokenizer, GUIDE)
     without = load_blocks([str(path)], tokenizer, 1024, with_knowledge=True)
     blocks = load_blocks([str(path)], tokenizer, 1024, with_knowledge=True, with_reading=True)
     assert without.readings == 0 and blocks.readings == len(_readings()[2])

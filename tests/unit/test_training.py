@@ -22,6 +22,7 @@ from services.datasets.parts import to_parquet
 from services.settings import TuningSettings
 from services.tuning import tiny
 from services.tuning.train import TrainConfig, main
+from tests.unit.parts import text_part
 
 
 @pytest.fixture(scope="module")
@@ -222,11 +223,7 @@ def test_validation_asks_trained_facts_in_words_the_run_does_not_train(base, tmp
     text = "# Tents\n\n" + " ".join(f"The Model {i} tent costs {100 + i} euros." for i in range(60))
     examples = knowledge.examples(text, "en")
     tokenizer = AutoTokenizer.from_pretrained(base)
-    now = datetime.now(UTC)
-    row = {"source_id": "t:tents", "sha256": "b" * 64, "language": "en", "media_type": "text/markdown",
-           "tokenizer": "v0", "discovered_at": now, "normalized_at": now, "chunk_index": 0, "kind": "text",
-           "text": text, "messages": None, "token_ids": (ids := tokenizer(text)["input_ids"]), "n_tokens": len(ids)}
-    (path := tmp_path / "tents.parquet").write_bytes(to_parquet([row]))
+    path = text_part(tmp_path / "tents.parquet", tokenizer, text)
     blocks = load_blocks([str(path)], tokenizer, 256, with_knowledge=True)
 
     def prompts(packed) -> set[str]:
