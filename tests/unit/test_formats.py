@@ -182,6 +182,29 @@ def test_a_page_that_is_all_content_keeps_every_heading_and_section_and_its_inli
         assert navigation not in text
 
 
+TEASERS_PAGE = ("<html><body><div class='content'><h1>Returns</h1>"
+                + "".join(f"<p>Rule {i}: customers may return items within thirty days of purchase in any shop.</p>"
+                          for i in range(4))
+                + "</div><div>" + "".join(f"<div><a href='/p{i}'>Read more about story number {i} of the week here"
+                                          "</a> posted by someone on a day</div>" for i in range(30))
+                + "</div></body></html>")
+
+
+def test_trafilatura_reads_only_the_pages_the_fast_extractor_does_not_find_all_content(monkeypatch):
+    from services.normalizer.extract import html
+
+    asked = []
+    slow = html._main_text
+    monkeypatch.setattr(html, "_main_text", lambda markup: asked.append(markup) or slow(markup))
+    text = html.extract(MANUAL_CHAPTER.encode()).pages[0]
+    assert "## 14.2. Can I add my program?" in text and "The package tool is free software" in text
+    assert asked == []  # all content: Resiliparse's extractor held every word, trafilatura was not run
+    # teasers, mostly links, that the fast extractor keeps as content: trafilatura's link rules drop them
+    text = html.extract(TEASERS_PAGE.encode()).pages[0]
+    assert len(asked) == 1
+    assert "Rule 3: customers may return items within thirty days" in text and "story number" not in text
+
+
 def test_markdown_escapes_and_links_whose_address_has_parentheses_are_plain_text():
     from services.normalizer.extract.text import strip_markdown
 

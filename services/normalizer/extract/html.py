@@ -3,7 +3,9 @@
 trafilatura finds a web page's main content. A page that is all content (a manual's chapter, an
 exported document) it may cut short, dropping headings or a last section; for those the page's own
 structure, rendered block by block outside navigation, banners and link lists, is kept instead: when
-it holds nearly every word trafilatura kept, and not many more.
+it holds nearly every word a main-content extractor kept, and not many more. Resiliparse's extractor
+is asked first, as it is about ten times faster; trafilatura only where Resiliparse does not find the
+page all content.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections import Counter
 
 import lxml.html
 import trafilatura
+from resiliparse.extract.html2text import extract_plain_text
 
 from services.contracts import RejectReason
 from services.normalizer.extract import Extracted, Rejection
@@ -52,10 +55,18 @@ def extract(data: bytes) -> Extracted:
     else:
         _flatten_inline(tree)  # inline markup would become Markdown emphasis and code fences, and move words
         _unbox(tree)
-        text = _main_text(lxml.html.tostring(tree, encoding="unicode"))
-        whole = _document_text(tree)
-        if _holds_more_of_the_same(whole, text):
-            text = whole
+        markup = lxml.html.tostring(tree, encoding="unicode")
+        root = _content_root(tree)
+        whole = _document_text(root)
+        # a page mostly of link text (a listing of teasers) is left to trafilatura's link-density
+        # rules, which the fast extractor does not apply as strictly
+        fast = _main_text_fast(markup) if _link_share(root) <= _MAX_LINK_SHARE else ""
+        if fast.strip() and _holds_more_of_the_same(whole, fast):
+            text = whole  # all content by the fast extractor's measure: trafilatura's is not needed
+        else:
+            text = _main_text(markup)
+            if _holds_more_of_the_same(whole, text):
+                text = whole
     if not text or not text.strip():
         raise Rejection(RejectReason.NO_TEXT, "the HTML page has no main text (only navigation or markup)")
     return Extracted(pages=[strip_markdown(text)])
@@ -72,6 +83,13 @@ def _main_text(markup: str) -> str | None:
     # Markdown keeps headings (the section path) and tables; its inline syntax is stripped as Markdown's is
     return trafilatura.extract(markup, include_tables=True, include_comments=False, favor_recall=True,
                                output_format="markdown")
+
+
+def _main_text_fast(markup: str) -> str:
+    # Resiliparse's main-content extraction (C++) takes about a twelfth of trafilatura's time. It keeps
+    # a little more of a page than trafilatura: on the public corpus and the samples, wherever it found
+    # a page all content, trafilatura did too (and 8 of 71 pages it left to trafilatura)
+    return extract_plain_text(markup, main_content=True, list_bullets=False, alt_texts=False, links=False)
 
 
 def _flatten_inline(tree) -> None:
@@ -101,11 +119,16 @@ def _link_share(element) -> float:
 
 
 # -- the page's own structure, for pages that are all content (manuals, handbooks, exported docs) ------
-def _document_text(tree) -> str:
-    """Every block of the page outside navigation, banners and link lists, in order, as Markdown."""
+def _content_root(tree):
+    """The page's main element, or its body."""
     root = next(iter(tree.xpath("//main | //*[@role='main']")), None)
     if root is None:
         root = tree.find("body") if tree.find("body") is not None else tree
+    return root
+
+
+def _document_text(root) -> str:
+    """Every block of the page outside navigation, banners and link lists, in order, as Markdown."""
     blocks: list[str] = []
     _render(root, blocks)
     return "\n\n".join(blocks)
