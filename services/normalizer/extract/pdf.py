@@ -35,7 +35,8 @@ def extract(data: bytes) -> Extracted:
             text = textpage.get_text_range().replace("\ufffe", "")
             textpage.close()
             if not text.strip() and ocr.tesseract() is not None and _has_picture(page):
-                text = ocr.read(page.render(scale=OCR_DPI / 72).to_pil())
+                # in grey: Tesseract reads grey anyway, and the picture it is sent is a third of the size
+                text = ocr.read(page.render(scale=OCR_DPI / 72, grayscale=True).to_pil())
             page.close()
             pages.append(text)
     finally:
