@@ -332,8 +332,10 @@ async def test_an_emails_attachments_are_documents_of_their_own_and_go_with_it(l
         assert not gone(ids["fwd"]) and not gone(ids["notes"])
 
         await delete(local_stack, mail)
-        results.wait_for(lambda: all(gone(s) for s in (mail, ids["fwd"], ids["notes"])), timeout_s=60,
-                         what="the email and every attachment it held deleted")
+        # a tombstone is stored before its event is published: wait for both, then check the events
+        results.wait_for(lambda: all(gone(s) and outcome(results, s)[-1].deleted
+                                     for s in (mail, ids["fwd"], ids["notes"])),
+                         timeout_s=60, what="the email and every attachment it held deleted, and their events")
         assert outcome(results, ids["report"])[-1].deleted and outcome(results, ids["notes"])[-1].deleted
 
         # forgetting the email forgets what any of its versions held, down to the forwarded message's
