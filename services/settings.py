@@ -103,7 +103,7 @@ class TuningSettings(BaseSettings):
     )
     steps: int | None = Field(None, ge=1, description="A fixed number of optimizer steps per run, instead of "
                               "epochs and token budget.")
-    patience: int = Field(3, ge=0, description="Validations (on held-out questions of trained facts, else on the "
+    patience: int = Field(3, ge=0, description="Validations (on check questions of trained facts, else on the "
                           "eval split) without a lower loss before the run stops early (0: never); the best "
                           "checkpoint is the one evaluated and registered.")
     knowledge_examples: bool = Field(True, description="Also train on question-and-answer examples made from each "

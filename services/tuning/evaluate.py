@@ -10,8 +10,9 @@ import hashlib
 import json
 import math
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow.parquet as pq
 import torch
@@ -20,6 +21,8 @@ from pydantic import BaseModel
 from services.settings import TuningSettings
 from services.tuning.data import RunData
 from services.tuning.gate import Scores
+
+T = TypeVar("T")
 
 
 class LanguageScores(BaseModel):
@@ -188,14 +191,15 @@ def score(tuning: TuningSettings, base: str, adapter: Path | None, data: RunData
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
+    tokens = counted_in(tokenizer)
     if tuning.regression_file:
-        regression = sample(read_texts(tuning.regression_file), tokenizer, tuning.eval_tokens)
+        regression = sample(read_texts(tuning.regression_file), tuning.eval_tokens, tokens)
     else:  # what the base model knew, then the frozen set of documents as far as the budget goes
         regression = general_texts()
-        left = tuning.eval_tokens - sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in regression)
-        regression += sample(texts_of_parts(data.regression, tokenizer), tokenizer, left) if left > 0 else []
+        left = tuning.eval_tokens - sum(map(tokens, regression))
+        regression += sample(texts_of_parts(data.regression, tokenizer), left, tokens) if left > 0 else []
     qa = read_qa(tuning.qa_file) if tuning.qa_file else []
-    eval_texts = sample(texts_of_parts(data.eval, tokenizer), tokenizer, tuning.eval_tokens)
+    eval_texts = sample(texts_of_parts(data.eval, tokenizer), tuning.eval_tokens, tokens)
     return score_version(load_model(base, adapter), tokenizer, eval_texts, regression, qa, tuning.sequence_length)
 
 
@@ -209,18 +213,24 @@ def general_texts() -> list[str]:
     return [text for path in sorted(GENERAL.glob("*.txt")) for text in read_texts(path)]
 
 
-def sample(texts: list[str], tokenizer, budget: int) -> list[str]:
-    """Texts of about ``budget`` tokens at most, so that scoring costs the same however the dataset
-    grows. Drawn by the hash of each text: the same texts for every version scored (the candidate
-    and the champion), and the same ones again as long as they are in the data."""
+def sample(items: list[T], budget: int, size: Callable[[T], int], key: Callable[[T], str] = str) -> list[T]:
+    """Items of about ``budget`` tokens at most (``size`` counts an item's), so that what is scored
+    costs the same however the data grows. Drawn by the hash of each item's ``key``: the same items
+    for every version scored (the candidate and the champion), and the same ones again as long as
+    they are in the data."""
     chosen, tokens = [], 0
-    for text in sorted(texts, key=lambda t: hashlib.sha256(t.encode()).digest()):
-        size = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if chosen and tokens + size > budget:
-            continue  # a shorter text may still fit
-        chosen.append(text)
-        tokens += size
+    for item in sorted(items, key=lambda item: hashlib.sha256(key(item).encode()).digest()):
+        tokens_of_item = size(item)
+        if chosen and tokens + tokens_of_item > budget:
+            continue  # a shorter one may still fit
+        chosen.append(item)
+        tokens += tokens_of_item
     return chosen
+
+
+def counted_in(tokenizer) -> Callable[[str], int]:
+    """A text's tokens, as ``sample`` counts them."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def load_model(base: str, adapter: Path | None = None):

@@ -24,6 +24,10 @@ each document is also given as chat examples whose answers are its own sentences
 
 Prompts come in several phrasings per language, picked by a hash of the answer, so the model
 learns the facts rather than one template; the same inputs always give the same examples.
+
+- **check**: a fact asked about its subject in one more phrasing than the fact examples use, never
+  trained: validation asks it, so that its loss falls as the facts are learned (not as the
+  phrasings are memorised), and no question is taken from training for it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["faq", "section", "entity", "fact"]
+Kind = Literal["faq", "section", "entity", "fact", "check"]
 
 SENTENCES_PER_ANSWER = 2  # a section answered two sentences at a time: short answers, many of them
 MAX_ENTITY_SENTENCES = 4  # a name in more sentences than this is the document's subject, not a fact's
@@ -169,12 +173,21 @@ def examples(text: str, language: str) -> list[Example]:
 def _unambiguous(found: list[Example]) -> list[Example]:
     """Without the fact questions that the document answers with two different sentences ("How
     much is the Aneto -5?" of its price and of its repair): one question, one answer to learn.
-    An example made twice (two times in one sentence ask the same) is kept once."""
+    An example made twice (two times in one sentence ask the same) is kept once. A check stays only
+    if it asks, in words no fact example uses, a fact that fact examples train."""
     answers: dict[str, set[str]] = defaultdict(set)
     for example in found:
         if example.kind == "fact":
             answers[example.prompt].add(example.answer)
-    return list(dict.fromkeys(e for e in found if e.kind != "fact" or len(answers[e.prompt]) == 1))
+    kept = [e for e in dict.fromkeys(found) if e.kind != "fact" or len(answers[e.prompt]) == 1]
+    asked = {e.prompt for e in found if e.kind != "check"}
+    taught = {e.answer for e in kept if e.kind == "fact"}
+    checked: dict[str, set[str]] = defaultdict(set)
+    for example in kept:
+        if example.kind == "check":
+            checked[example.prompt].add(example.answer)
+    return [e for e in kept if e.kind != "check" or (e.prompt not in asked and len(checked[e.prompt]) == 1
+                                                     and e.answer in taught)]
 
 
 def facts(sentences: list[str], language: str, topics: list[str], known: frozenset[str] = frozenset()) -> list[Example]:
@@ -211,7 +224,9 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
                     taken.append((start, end))
                     asked += 1
                     if subject and english in _ABOUT:
-                        questions += _about(english, language, subject, sentence)
+                        about, spare = _about(english, language, subject, sentence)
+                        questions += about
+                        found += [Example("check", question, sentence) for question in spare]
                     found += [Example("fact", question, sentence) for question in questions]
         found += [Example("fact", question, sentence) for question in _called(sentence, named, language)]
         topic = subject
@@ -265,12 +280,13 @@ def _called(sentence: str, named: list[str], language: str) -> list[str]:
     return []
 
 
-def _about(english: str, language: str, subject: str, sentence: str) -> list[str]:
-    """ABOUT_PER_FACT of the fact's questions about its subject, picked by the sentence."""
+def _about(english: str, language: str, subject: str, sentence: str) -> tuple[list[str], list[str]]:
+    """ABOUT_PER_FACT of the fact's questions about its subject, picked by the sentence, and the
+    next phrasing (if there is one more) to check the fact with."""
     templates = _ABOUT[english]["es" if language == "es" else "en"]
     first = templates.index(pick(templates, f"{subject}|{sentence}"))
-    picked = [templates[(first + i) % len(templates)] for i in range(min(ABOUT_PER_FACT, len(templates)))]
-    return [template.format(s=subject) for template in picked]
+    ordered = [templates[(first + i) % len(templates)].format(s=subject) for i in range(len(templates))]
+    return ordered[:ABOUT_PER_FACT], ordered[ABOUT_PER_FACT : ABOUT_PER_FACT + 1]
 
 
 def _feminine(noun: str) -> bool:

@@ -14,7 +14,6 @@ tests run it with two CPU processes (gloo), where it matches one process.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -38,6 +37,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from services.settings import TuningSettings
 from services.retrieval.passages import from_rows
 from services.tuning import knowledge, reading
+from services.tuning.evaluate import sample
 from services.tuning.batches import IGNORE, Block, chat_example, pack, pack_examples
 from services.tuning.parallel import Processes
 
@@ -55,7 +55,7 @@ class TrainConfig(BaseModel):
     parts: list[str]  # local Parquet parts of the snapshot's train split
     output: str  # the run's folder: checkpoints, loss log, the final adapter
     continue_from: str | None = None  # an adapter folder to continue training
-    eval_parts: list[str] = []  # the eval split: validation where no question is held out (load_blocks)
+    eval_parts: list[str] = []  # the eval split: validation where no check question is made (load_blocks)
     # from the tuning settings (AFINA_TUNING_*), see TrainConfig.of
     sequence_length: int
     micro_batch: int
@@ -103,11 +103,9 @@ class TrainConfig(BaseModel):
 QUESTION_KINDS = frozenset({"fact", "faq"})
 
 
-# Validation asks facts the run trains, in words it does not train: for one in VALIDATION_SHARE of
-# the facts asked in more than one way, one of its questions is held out (its other questions train
-# the fact). That loss falls as facts are learned; a held-out document's rises as the model learns
+# Validation asks facts the run trains, in words it does not train: knowledge.py's check questions,
+# never trained. That loss falls as facts are learned; a held-out document's rises as the model learns
 # its own documents (measured: the best of it was the first validation, a quarter into the run).
-VALIDATION_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -117,7 +115,7 @@ class TrainBlocks:
     recitations: list[Block]  # the long section and entity examples, packed
     cut: int  # chats longer than a sequence, cut to it
     left_out: int  # knowledge examples longer than a sequence, left out whole
-    asked_again: list[Block]  # the held-out questions of trained facts, to validate on
+    asked_again: list[Block]  # check questions of trained facts, to validate on
     readings: int = 0  # reading examples among the questions
 
     @property
@@ -136,9 +134,9 @@ def load_blocks(parts: list[str], tokenizer, sequence_length: int, with_knowledg
     chats were longer than a sequence and cut to it; and how many knowledge examples were left out
     for the same reason (cut, a question-and-answer example would lose the answer it teaches).
     ``with_knowledge``: each document's question-and-answer examples (knowledge.py) are packed too,
-    but for the questions held out to validate on (``held_out_questions``); ``with_reading``: and
-    the trained questions asked again over the document's passages (reading.py)."""
-    documents, chats, made, held, by_document = [], [], [], set(), []
+    and VALIDATION_TOKENS of their check questions apart, to validate on; ``with_reading``: and the
+    trained questions asked again over the document's passages (reading.py)."""
+    documents, chats, made, by_document = [], [], [], []
     for path in parts:
         rows = pq.read_table(path, columns=["kind", "chunk_index", "text", "token_ids", "messages",
                                             "language"]).to_pylist()
@@ -149,51 +147,24 @@ def load_blocks(parts: list[str], tokenizer, sequence_length: int, with_knowledg
             text = "\n\n".join(row["text"] for row in chunks)
             examples = knowledge.examples(text, chunks[0]["language"])
             made += [(example, chat_example(tokenizer, example.messages())) for example in examples]
-            held |= held_out_questions(examples)
             if with_reading:
                 by_document.append((examples, [passage.text for passage in from_rows(chunks)]))
     fitting = [(example, ids) for example, ids in made if len(ids[0]) <= sequence_length]
-    asked_again = _validation_share(held, {example: ids for example, ids in fitting})
-    trained = [(example, ids) for example, ids in fitting if example not in asked_again]
+    checks = sample([(example, ids) for example, ids in fitting if example.kind == "check"], VALIDATION_TOKENS,
+                    size=lambda check: len(check[1][0]), key=lambda check: check[0].answer + check[0].prompt)
+    trained = [(example, ids) for example, ids in fitting if example.kind != "check"]
     read = [chat_example(tokenizer, example.messages()) for examples, passages in by_document
-            for example in reading.readings([e for e in examples if e.kind in QUESTION_KINDS and e not in asked_again],
-                                            passages)]
+            for example in reading.readings([e for e in examples if e.kind in QUESTION_KINDS], passages)]
     read_fitting = [ids for ids in read if len(ids[0]) <= sequence_length]
     questions, cut = pack_examples([*(chat_example(tokenizer, messages) for messages in chats),
                                     *(ids for example, ids in trained if example.kind in QUESTION_KINDS),
                                     *read_fitting], sequence_length, tokenizer.pad_token_id)
     recitations, _ = pack_examples([ids for example, ids in trained if example.kind not in QUESTION_KINDS],
                                    sequence_length, tokenizer.pad_token_id)
-    validation, _ = pack_examples(asked_again.values(), sequence_length, tokenizer.pad_token_id)
+    validation, _ = pack_examples([ids for _, ids in checks], sequence_length, tokenizer.pad_token_id)
+    left_out = sum(example.kind != "check" and len(ids[0]) > sequence_length for example, ids in made)
     return TrainBlocks(questions, pack(documents, sequence_length, tokenizer.eos_token_id), recitations,
-                       cut, len(made) - len(fitting) + len(read) - len(read_fitting), validation, len(read_fitting))
-
-
-def held_out_questions(examples: list[knowledge.Example]) -> set[knowledge.Example]:
-    """The candidates to hold out of one document: of one in VALIDATION_SHARE facts asked in more
-    than one way (chosen by a hash of the answer, the same every run), one of its questions."""
-    asked: dict[str, list[knowledge.Example]] = defaultdict(list)
-    for example in examples:
-        if example.kind == "fact":
-            asked[example.answer].append(example)
-    return {questions[-1] for answer, questions in asked.items()
-            if len(questions) > 1 and _digest(answer) % VALIDATION_SHARE == 0}
-
-
-def _validation_share(held: set[knowledge.Example], tokenized: dict) -> dict:
-    """The held-out questions that validation uses (VALIDATION_TOKENS of them, in hash order); the
-    rest are trained after all."""
-    chosen, tokens = {}, 0
-    for example in sorted(held & tokenized.keys(), key=lambda e: _digest(e.answer + e.prompt)):
-        tokens += len(tokenized[example][0])
-        if tokens > VALIDATION_TOKENS:
-            break
-        chosen[example] = tokenized[example]
-    return chosen
-
-
-def _digest(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+                       cut, left_out + len(read) - len(read_fitting), validation, len(read_fitting))
 
 
 def budgeted_blocks(config: TrainConfig, blocks: TrainBlocks, world: int) -> list[Block]:
@@ -319,13 +290,13 @@ def main(config: TrainConfig) -> dict:
               "(raise AFINA_TUNING_SEQUENCE_LENGTH to train them)", file=sys.stderr)
     order = random.Random(config.seed).sample(range(len(blocks)), len(blocks))
     steps, epochs = planned_steps(config, len(blocks), processes.world)
-    # validation, about five times a run, on the same sequences every time: the held-out questions of
+    # validation, about five times a run, on the same sequences every time: the check questions of
     # trained facts, or (none made) the eval split's text
     held_out = loaded.asked_again or load_blocks(config.eval_parts, tokenizer, config.sequence_length,
                                                  with_knowledge=False).everything
     held_out = random.Random(config.seed).sample(held_out, len(held_out))[: VALIDATION_TOKENS // config.sequence_length]
     validate_every = max(1, steps // VALIDATIONS_PER_RUN)
-    validated_on = "held-out questions" if loaded.asked_again else "eval text"
+    validated_on = "check questions of trained facts" if loaded.asked_again else "eval text"
     print(f"{len(blocks)} sequences of {config.sequence_length} tokens ({loaded.readings} reading examples among "
           f"them): {steps} steps, {epochs:.1f} passes; "
           f"validation on {len(held_out)} sequences of {validated_on} every {validate_every} steps; "

@@ -146,7 +146,7 @@ def test_a_facts_subject_is_asked_about_in_other_words_and_a_question_with_two_a
     assert [facts[p] for p in about_moncayo if p in facts] == [{moncayo}] * knowledge.ABOUT_PER_FACT
     # three prices of the Tramontana 2 pick six of four templates: a question picked for two of them
     # has two answers and is dropped; the others stay with their one answer
-    picked = [knowledge._about("how much", "en", "Tramontana 2", sentence) for sentence in tent]
+    picked = [knowledge._about("how much", "en", "Tramontana 2", sentence)[0] for sentence in tent]
     shared = {p for p in sum(picked, []) if sum(p in mine for mine in picked) > 1}
     assert shared and not shared & set(facts)
     for sentence, mine in zip(tent, picked, strict=True):
@@ -155,3 +155,16 @@ def test_a_facts_subject_is_asked_about_in_other_words_and_a_question_with_two_a
     assert facts["How much does Tramontana 2 cost?"] == {"It costs 349 euros."}  # its own question stays
     # counts are not asked about a subject: a document has as many "how many days" as periods
     assert "how many {unit}" not in knowledge._ABOUT
+
+
+def test_a_fact_is_checked_in_one_more_phrasing_that_no_example_trains():
+    examples = knowledge.examples(FAQ, "en")
+    checks = [e for e in examples if e.kind == "check"]
+    trained = {e.prompt for e in examples if e.kind != "check"}
+    moncayo = "The Moncayo 38 weighs 1.3 kg and costs 139 euros."
+    about_moncayo = {t.format(s="Moncayo 38") for t in knowledge._ABOUT["how much"]["en"]}
+    [check] = [e for e in checks if e.answer == moncayo]
+    assert check.prompt in about_moncayo and check.prompt not in trained
+    assert len(about_moncayo & trained) == knowledge.ABOUT_PER_FACT  # the others train the fact
+    assert not {c.prompt for c in checks} & trained
+    assert all(any(e.kind == "fact" and e.answer == c.answer for e in examples) for c in checks)
