@@ -28,6 +28,7 @@ of 18, about what one seed's run differs from another's.
 
     PYTHONPATH=. .venv/bin/python benchmarks/knowledge.py BUDGET_MINUTES [--more] [--learning-rate 1e-3] [--lora-r 16]
     PYTHONPATH=. .venv/bin/python benchmarks/knowledge.py 0 --tokens 140000 --seeds 3    # the demo's budget
+    PYTHONPATH=. .venv/bin/python benchmarks/knowledge.py 0 --steps 1115    # an earlier run's steps, no warm-up
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def main_(args: argparse.Namespace) -> None:
     chunk = settings.normalizer.max_chunk_tokens
     parts, tokens = write_parts(folder, SAMPLES / "inbox", work / "parts", chunk)
     print(f"afina knowledge benchmark: {packaged.SMOLLM2.name}, {len(parts)} sample documents ({tokens} tokens), "
-          f"{len(items)} questions, budget {f'{args.tokens} tokens' if args.tokens else f'{args.budget:g} min'}", flush=True)
+          f"{len(items)} questions, budget {f'{args.tokens} tokens' if args.tokens else f'{args.steps} steps' if args.steps else f'{args.budget:g} min'}", flush=True)
 
     started = time.perf_counter()
     base = knows(folder, None, items)
@@ -113,8 +114,8 @@ def main_(args: argparse.Namespace) -> None:
     overrides = dict(learning_rate=args.learning_rate, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                      sequence_length=args.sequence_length, micro_batch=args.micro_batch,
                      knowledge_examples=args.knowledge, reading_examples=args.reading)
-    steps = None  # with --tokens: the budget, and what it trains is the recipe's choice
-    if not args.tokens:
+    steps = args.steps  # with --tokens: the budget, and what it trains is the recipe's choice
+    if not args.tokens and not steps:
         step_s = warm_up(settings, folder, parts, work / "warm-up", overrides)
         steps = max(1, int(args.budget * 60 / step_s))
         print(f"warm-up: {step_s:.1f} s per step → {steps} steps in the budget", flush=True)
@@ -211,6 +212,8 @@ if __name__ == "__main__":
     parser.add_argument("--reading", action=argparse.BooleanOptionalAction, default=False,
                         help="reading examples too: the questions asked with passages in the prompt (reading.py)")
     parser.add_argument("--seeds", type=int, default=1, help="runs with training seeds 0..N-1, judged on their mean")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train this many steps, no warm-up (an earlier run's budget again, on a busy machine)")
     parser.add_argument("--more", action="store_true",
                         help="a second round with samples/more: continued training against a fresh adapter")
     main_(parser.parse_args())
