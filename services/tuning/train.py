@@ -37,8 +37,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from services.settings import TuningSettings
 from services.retrieval.passages import from_rows
 from services.tuning import knowledge, reading
-from services.tuning.evaluate import sample
 from services.tuning.batches import IGNORE, Block, chat_example, pack, pack_examples
+from services.tuning.evaluate import sample
 from services.tuning.parallel import Processes
 
 # "auto" epochs, the rule of OpenAI's fine-tuning API counted in sequences: 3 passes, more for a
@@ -103,11 +103,6 @@ class TrainConfig(BaseModel):
 QUESTION_KINDS = frozenset({"fact", "faq"})
 
 
-# Validation asks facts the run trains, in words it does not train: knowledge.py's check questions,
-# never trained. That loss falls as facts are learned; a held-out document's rises as the model learns
-# its own documents (measured: the best of it was the first validation, a quarter into the run).
-
-
 @dataclass(frozen=True)
 class TrainBlocks:
     questions: list[Block]  # chats, question-and-answer and reading examples, packed
@@ -150,6 +145,9 @@ def load_blocks(parts: list[str], tokenizer, sequence_length: int, with_knowledg
             if with_reading:
                 by_document.append((examples, [passage.text for passage in from_rows(chunks)]))
     fitting = [(example, ids) for example, ids in made if len(ids[0]) <= sequence_length]
+    # validation asks trained facts in words no example trains (knowledge.py's checks): that loss falls
+    # as facts are learned; a held-out document's rises as the model learns its own documents (measured:
+    # its best was the first validation, a quarter into the run)
     checks = sample([(example, ids) for example, ids in fitting if example.kind == "check"], VALIDATION_TOKENS,
                     size=lambda check: len(check[1][0]), key=lambda check: check[0].answer + check[0].prompt)
     trained = [(example, ids) for example, ids in fitting if example.kind != "check"]
