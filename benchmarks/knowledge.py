@@ -103,8 +103,9 @@ def main_(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="afina-bench-knowledge-"))
     chunk = settings.normalizer.max_chunk_tokens
     parts, tokens = write_parts(folder, SAMPLES / "inbox", work / "parts", chunk)
+    budget = f"{args.tokens} tokens" if args.tokens else f"{args.steps} steps" if args.steps else f"{args.budget:g} min"
     print(f"afina knowledge benchmark: {packaged.SMOLLM2.name}, {len(parts)} sample documents ({tokens} tokens), "
-          f"{len(items)} questions, budget {f'{args.tokens} tokens' if args.tokens else f'{args.steps} steps' if args.steps else f'{args.budget:g} min'}", flush=True)
+          f"{len(items)} questions, budget {budget}", flush=True)
 
     started = time.perf_counter()
     base = knows(folder, None, items)

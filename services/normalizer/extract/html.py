@@ -4,7 +4,7 @@ trafilatura finds a web page's main content. A page that is all content (a manua
 exported document) it may cut short, dropping headings or a last section; for those the page's own
 structure, rendered block by block outside navigation, banners and link lists, is kept instead: when
 it holds nearly every word a main-content extractor kept, and not many more. Resiliparse's extractor
-is asked first, as it is about ten times faster; trafilatura only where Resiliparse does not find the
+is asked first, as it is about twelve times faster; trafilatura only where Resiliparse does not find the
 page all content.
 """
 
