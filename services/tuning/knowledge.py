@@ -175,19 +175,21 @@ def _unambiguous(found: list[Example]) -> list[Example]:
     much is the Aneto -5?" of its price and of its repair): one question, one answer to learn.
     An example made twice (two times in one sentence ask the same) is kept once. A check stays only
     if it asks, in words no fact example uses, a fact that fact examples train."""
-    answers: dict[str, set[str]] = defaultdict(set)
-    for example in found:
-        if example.kind == "fact":
-            answers[example.prompt].add(example.answer)
+    answers = _answers_by_prompt(found, "fact")
     kept = [e for e in dict.fromkeys(found) if e.kind != "fact" or len(answers[e.prompt]) == 1]
     asked = {e.prompt for e in found if e.kind != "check"}
     taught = {e.answer for e in kept if e.kind == "fact"}
-    checked: dict[str, set[str]] = defaultdict(set)
-    for example in kept:
-        if example.kind == "check":
-            checked[example.prompt].add(example.answer)
+    checked = _answers_by_prompt(kept, "check")
     return [e for e in kept if e.kind != "check" or (e.prompt not in asked and len(checked[e.prompt]) == 1
                                                      and e.answer in taught)]
+
+
+def _answers_by_prompt(examples: list[Example], kind: Kind) -> dict[str, set[str]]:
+    answers: dict[str, set[str]] = defaultdict(set)
+    for example in examples:
+        if example.kind == kind:
+            answers[example.prompt].add(example.answer)
+    return answers
 
 
 def facts(sentences: list[str], language: str, topics: list[str], known: frozenset[str] = frozenset()) -> list[Example]:
