@@ -8,6 +8,7 @@ after the OS reused the pid.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -111,9 +112,23 @@ class ManagedProcess:
             return "(no log)"
 
 
+FREE_PORTS_BELOW_EPHEMERAL = 2000  # free_port draws from this many ports under the ephemeral range
+
+
 def free_port() -> int:
-    """A port nothing listens on now, for a server started next."""
-    with socket.socket() as sock:
+    """A port nothing listens on now, for a server started next. It is drawn from just below the
+    kernel's ephemeral range: a port inside it may be taken by some client's outgoing connection
+    before the server binds it (a test stack's inference service once failed to start that way)."""
+    low = ephemeral_ports()[0]
+    candidates = range(max(1024, low - FREE_PORTS_BELOW_EPHEMERAL), low)
+    for port in random.sample(candidates, min(len(candidates), 100)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # nothing free there: any port the kernel gives
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 

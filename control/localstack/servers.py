@@ -14,6 +14,7 @@ from typing import Literal
 
 from control.localstack import kafka, minio, prefect
 from control.localstack.process import (
+    FREE_PORTS_BELOW_EPHEMERAL,
     ManagedProcess,
     StackError,
     ephemeral_ports,
@@ -138,7 +139,8 @@ def sibling_env(settings: Settings, state_dir: Path, port_offset: int) -> dict[s
     """AFINA_* variables for a second stack beside this one (tests, benchmarks): its own state
     folder and ports, sharing the built tools and base models so that nothing is built twice.
     The servers' ports are fixed (base + ``port_offset``) and must stay below the kernel's
-    ephemeral range, where any client's outgoing connection may hold them at start-up."""
+    ephemeral range, where any client's outgoing connection may hold them at start-up, and below
+    the ports ``free_port`` draws the services' ports from."""
     state_dir.mkdir(parents=True, exist_ok=True)
     for shared in ("tools", "models"):
         source = settings.state_dir / shared
@@ -169,8 +171,9 @@ def sibling_env(settings: Settings, state_dir: Path, port_offset: int) -> dict[s
 
 
 def _below_ephemeral(ports: dict[str, int]) -> None:
-    low = ephemeral_ports()[0]
+    low = ephemeral_ports()[0] - FREE_PORTS_BELOW_EPHEMERAL  # free_port's ports, for the services, lie above
     taken = [f"{name} {port}" for name, port in ports.items() if port >= low]
     if taken:
-        raise ValueError(f"sibling stack ports {', '.join(taken)} lie in the kernel's ephemeral range "
-                         f"(from {low}), where outgoing connections take ports at random: use a smaller offset")
+        raise ValueError(f"sibling stack ports {', '.join(taken)} lie in the kernel's ephemeral range or just "
+                         f"below it (from {low}), where outgoing connections or other services take ports: "
+                         "use a smaller offset")

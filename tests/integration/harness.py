@@ -132,10 +132,10 @@ def settings_from_env(env: dict[str, str]) -> Settings:
 def afina_up(env: dict[str, str], timeout_s: float = 900) -> Iterator[Settings]:
     """A whole afina of its own (`afina up` with ``env``), stopped with `afina down` at the end."""
     up = subprocess.run([AFINA, "up"], env=env, capture_output=True, text=True, timeout=timeout_s)
-    assert up.returncode == 0, up.stdout + up.stderr
     try:
+        assert up.returncode == 0, up.stdout + up.stderr
         yield settings_from_env(env)
-    finally:
+    finally:  # a failed `afina up` may have started some servers: they would hold their ports for the next test
         down = subprocess.run([AFINA, "down"], env=env, capture_output=True, text=True, timeout=180)
         assert down.returncode == 0 and "services" in down.stdout, down.stdout + down.stderr
 

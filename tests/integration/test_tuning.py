@@ -54,9 +54,9 @@ def tuning(local_stack, tmp_path_factory):
     """A stack of its own (a registry and datasets no other test writes to), with afina-tiny as v0."""
     state = tmp_path_factory.mktemp("tuning-stack")
     env = {**os.environ, **localstack.sibling_env(local_stack, state, port_offset=12000)}
-    up = subprocess.run([AFINA, "stack", "up"], env=env, capture_output=True, text=True, timeout=600)
-    assert up.returncode == 0, up.stderr
     try:
+        up = subprocess.run([AFINA, "stack", "up"], env=env, capture_output=True, text=True, timeout=600)
+        assert up.returncode == 0, up.stderr
         base = subprocess.run([AFINA, "base", "init"], env=env, capture_output=True, text=True, timeout=600)
         assert base.returncode == 0, base.stderr
         yield Tuning(env)

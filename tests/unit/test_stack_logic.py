@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from control.localstack.kafka import cluster_id
-from control.localstack.process import ephemeral_ports
+from control.localstack.process import ephemeral_ports, free_port
 from control.localstack.servers import sibling_env
 from services.settings import Settings
 
@@ -28,3 +28,12 @@ def test_a_sibling_stack_refuses_server_ports_in_the_ephemeral_range(tmp_path):
     assert env["AFINA_S3_ENDPOINT"] == f"127.0.0.1:{settings.s3_port + 1000}"
     with pytest.raises(ValueError, match="ephemeral range"):
         sibling_env(settings, tmp_path / "third", port_offset=low - settings.prefect_port)
+
+
+def test_free_ports_lie_below_the_ephemeral_range():
+    """A free port handed to a service is bound minutes later, by `afina up`: in the ephemeral range
+    an outgoing connection may take it first (CI lost a test stack's inference service to that)."""
+    low = ephemeral_ports()[0]
+    ports = {free_port() for _ in range(50)}
+    assert all(low - 2000 <= port < low for port in ports), sorted(ports)
+    assert len(ports) > 1  # drawn at random, not the same port for every service
