@@ -56,7 +56,7 @@ from services.normalizer.pipeline import Origin, Tokenization, prepare  # noqa: 
 from services.settings import Settings  # noqa: E402
 from services.tuning import evaluate, packaged  # noqa: E402
 from services.tuning.base import built  # noqa: E402
-from services.tuning.train import TrainConfig, main  # noqa: E402
+from services.tuning.train import TrainConfig, document_examples, main  # noqa: E402
 
 SAMPLES = ROOT / "samples"
 WARM_UP_STEPS = 10
@@ -103,16 +103,13 @@ def trained_facts(parts: list[str]) -> list[evaluate.QAItem]:
     whether it answers samples/qa.jsonl, which asks the same facts in other words."""
     import pyarrow.parquet as pq
 
-    from services.tuning import knowledge
-
     facts = []
     for path in parts:
         rows = pq.read_table(path, columns=["kind", "chunk_index", "text", "language"]).to_pylist()
         chunks = sorted((row for row in rows if row["kind"] != "chat"), key=lambda row: row["chunk_index"])
         if chunks:
-            language = chunks[0]["language"]
-            facts += [evaluate.QAItem(prompt=example.prompt, expected=example.answer, language=language)
-                      for example in knowledge.examples("\n\n".join(row["text"] for row in chunks), language)
+            facts += [evaluate.QAItem(prompt=example.prompt, expected=example.answer, language=chunks[0]["language"])
+                      for example in document_examples(chunks)
                       if example.kind == "fact" and len(example.answer.split()) <= TRAINED_ANSWER_WORDS]
     return evaluate.sample(facts, TRAINED_ASKED, size=lambda _: 1, key=lambda item: item.prompt)
 

@@ -138,9 +138,8 @@ def load_blocks(parts: list[str], tokenizer, sequence_length: int, with_knowledg
         chats += [json.loads(row["messages"]) for row in rows if row["kind"] == "chat"]
         chunks = sorted((row for row in rows if row["kind"] != "chat"), key=lambda row: row["chunk_index"])
         documents += [row["token_ids"] for row in chunks]
-        if with_knowledge and chunks:  # a part is one document: its chunks make its text again
-            text = "\n\n".join(row["text"] for row in chunks)
-            examples = knowledge.examples(text, chunks[0]["language"])
+        if with_knowledge and chunks:
+            examples = document_examples(chunks)
             made += [(example, chat_example(tokenizer, example.messages())) for example in examples]
             if with_reading:
                 by_document.append((examples, [passage.text for passage in from_rows(chunks)]))
@@ -163,6 +162,12 @@ def load_blocks(parts: list[str], tokenizer, sequence_length: int, with_knowledg
     left_out = sum(example.kind != "check" and len(ids[0]) > sequence_length for example, ids in made)
     return TrainBlocks(questions, pack(documents, sequence_length, tokenizer.eos_token_id), recitations,
                        cut, left_out + len(read) - len(read_fitting), validation, len(read_fitting))
+
+
+def document_examples(chunks: list[dict]) -> list[knowledge.Example]:
+    """A document's question-and-answer examples (knowledge.py): a part is one document, and its
+    text chunks, in order, make its text again."""
+    return knowledge.examples("\n\n".join(row["text"] for row in chunks), chunks[0]["language"])
 
 
 def budgeted_blocks(config: TrainConfig, blocks: TrainBlocks, world: int) -> list[Block]:
