@@ -10,12 +10,16 @@ each document is also given as chat examples whose answers are its own sentences
 - **faq**: a question line and the paragraph that answers it;
 - **section**: "what does <title> say about <heading>?", answered by the section's sentences, a
   few at a time;
-- **entity**: "what do you know about <name>?", answered by the sentences that name it;
+- **entity**: "what do you know about <name>?", answered by the sentences that name it, where
+  one document alone tells of the name (``across_documents``);
 - **fact**: each sentence that states a fact (an amount, a price, a share, a time, a year) is
   asked about that fact in the sentence's own words, the fact turned into the question word
   ("It costs 349 euros." is asked "Tramontana 2: it costs how much?"; a price, share, time or
   year also about its subject in other words, "What is the price of Tramontana 2?"), and answered
-  by the sentence alone; a question the document answers with two sentences is dropped. A name
+  by the sentence up to the end of the fact's clause (what the question asks, not the clauses after
+  it); a question the document answers with two sentences is dropped. A clause with no subject of
+  its own ("we pay how much?") is asked with the clauses that lead to it ("If you use your own car,
+  we pay how much?"), and a name after a sentence's first fact is not what its facts are about. A name
   whose sentence says what it is ("La Cordada, our intranet") is asked for ("What is our intranet
   called?"). A sentence's subject is a name before any name after a preposition ("on La Cordada"
   says where), and it stays the topic only of the sentences that go on about it ("It costs ..."). Users
@@ -116,6 +120,7 @@ class Example:
     kind: Kind
     prompt: str
     answer: str
+    about: str = ""  # the name an entity example asks about
 
     def messages(self) -> list[dict[str, str]]:
         return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.answer}]
@@ -166,8 +171,21 @@ def examples(text: str, language: str) -> list[Example]:
     for name, sentences in sentences_by_name.items():
         if len(sentences) <= MAX_ENTITY_SENTENCES:
             answer = " ".join(sentences)
-            found.append(Example("entity", pick(prompts["entity"], answer).format(name=name), answer))
+            found.append(Example("entity", pick(prompts["entity"], answer).format(name=name), answer, about=name))
     return _unambiguous(found)
+
+
+def across_documents(by_document: list[list[Example]]) -> list[list[Example]]:
+    """Each document's examples without those about a name that several documents tell of: "Tell
+    me about Zaragoza" has an answer in each of fourteen documents, and a model taught them all
+    answers any question that names the city, or the company, with one of them (measured: "What is
+    the name of Cierzo Outdoor's intranet?" was answered "Cierzo Outdoor sells mountain and hiking
+    gear ..."). One question, one answer, across the documents as within one."""
+    documents_by_name: dict[str, int] = defaultdict(int)
+    for examples in by_document:
+        for name in {e.about for e in examples if e.kind == "entity"}:
+            documents_by_name[name] += 1
+    return [[e for e in examples if e.kind != "entity" or documents_by_name[e.about] == 1] for examples in by_document]
 
 
 def _unambiguous(found: list[Example]) -> list[Example]:
@@ -211,6 +229,9 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
         subject = _topic(_about_whom(sentence, named)) or topic  # what it is about, and the next one's topic
         # a number inside a name ("Moncayo 38") is part of what the sentence is about, not a fact
         taken = [(m.start(), m.end()) for name in named for m in re.finditer(re.escape(name), sentence)]
+        # a name after the sentence's first fact is not what its facts are about ("tienes un 30 % de
+        # descuento en los productos de la marca Cierzo y un 15 % en el resto": neither share is "Cierzo's")
+        first_fact = min((m.start() for pattern, _, _ in _FACTS for m in pattern.finditer(sentence)), default=0)
         for pattern, english, spanish in _FACTS:
             for match in pattern.finditer(sentence):
                 start, end = match.span()
@@ -225,11 +246,12 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
                 if questions:
                     taken.append((start, end))
                     asked += 1
-                    if subject and english in _ABOUT:
+                    answer = _answer(sentence, start, end)
+                    if subject and english in _ABOUT and not 0 <= sentence.find(subject) > first_fact:
                         about, spare = _about(english, language, subject, sentence)
                         questions += about
-                        found += [Example("check", question, sentence) for question in spare]
-                    found += [Example("fact", question, sentence) for question in questions]
+                        found += [Example("check", question, answer) for question in spare]
+                    found += [Example("fact", question, answer) for question in questions]
         found += [Example("fact", question, sentence) for question in _called(sentence, named, language)]
         topic = subject
     return found
@@ -307,18 +329,16 @@ def _asked(sentence: str, start: int, end: int, word: str, language: str, topic:
     replaced by ``word`` (a clause that names nothing gets the sentence's earlier subject, or else
     ``topic``, in front), and where the clause is a plain subject and verb before the span, the same
     question as people ask it, question word first (``_fronted``)."""
-    clause_start, clause_end = 0, len(sentence)
-    for cut in _CLAUSE.finditer(sentence):
-        if cut.end() <= start:
-            clause_start = cut.end()
-        elif cut.start() >= end:
-            clause_end = cut.start()
-            break
+    clause_start, clause_end = _clause(sentence, start, end)
     before = _LEADING_JOINER.sub("", sentence[clause_start:start].lstrip())
     after = sentence[end:clause_end].rstrip().rstrip(".!?,;:")
     earlier = sentence[:clause_start]  # "Los productos de la marca Cierzo, ..., tienen"
     topic = _topic(_about_whom(earlier, names(earlier, known))) or topic
     clause = f"{before}{word}{after}".strip()
+    if not topic and clause_start and not names(clause, known) and not _has_subject(before, known):
+        # "we pay how much?" says nothing of what is paid: the sentence's earlier clauses say it
+        # ("If you use your own car, we pay how much?"), and no shorter question is made of it
+        clause, before = f"{sentence[:start]}{word}{after}".strip(), ""
     if len(clause.split()) < 3 or not topic and _PRONOUN_START.match(clause):
         return []  # too short to say what is asked, or "It costs how much?" of nothing named
     if topic and topic not in clause and (_PRONOUN_START.match(clause) or not names(clause, known)):
@@ -327,6 +347,34 @@ def _asked(sentence: str, start: int, end: int, word: str, language: str, topic:
     questions = [f"¿{clause}?" if language == "es" else f"{clause}?"]
     fronted = _fronted(before, word, after, language, topic, known)
     return questions + [fronted] if fronted else questions
+
+
+def _clause(sentence: str, start: int, end: int) -> tuple[int, int]:
+    """Where the clause that holds [start, end) of ``sentence`` starts and ends."""
+    clause_start, clause_end = 0, len(sentence)
+    for cut in _CLAUSE.finditer(sentence):
+        if cut.end() <= start:
+            clause_start = cut.end()
+        elif cut.start() >= end:
+            clause_end = cut.start()
+            break
+    return clause_start, clause_end
+
+
+def _has_subject(before: str, known: frozenset[str]) -> bool:
+    """Whether the words before a fact start with a subject and say more than a pronoun and a verb
+    ("resoling mountain boots costs", not "we pay" nor "would take more than")."""
+    words = before.split()
+    return len(words) >= 4 and (words[0].lower() in _SUBJECT_STARTS or words[0].endswith("ing") or words[0] in known)
+
+
+def _answer(sentence: str, start: int, end: int) -> str:
+    """The sentence up to the end of the fact's clause: the fact and what leads to it, without the
+    clauses after it that the question does not ask about."""
+    _, clause_end = _clause(sentence, start, end)
+    if clause_end == len(sentence):
+        return sentence
+    return sentence[:clause_end].rstrip().rstrip(",;:") + "."
 
 
 # English: a verb before the fact takes "does" or "do"; these words before it are no verb

@@ -132,6 +132,7 @@ def load_blocks(parts: list[str], tokenizer, sequence_length: int, with_knowledg
     and VALIDATION_TOKENS of their check questions apart, to validate on; ``with_reading``: and the
     trained questions asked again over the document's passages (reading.py)."""
     documents, chats, made, by_document = [], [], [], []
+    examples_by_document, passages_by_document = [], []
     for path in parts:
         rows = pq.read_table(path, columns=["kind", "chunk_index", "text", "token_ids", "messages",
                                             "language"]).to_pylist()
@@ -139,10 +140,12 @@ def load_blocks(parts: list[str], tokenizer, sequence_length: int, with_knowledg
         chunks = sorted((row for row in rows if row["kind"] != "chat"), key=lambda row: row["chunk_index"])
         documents += [row["token_ids"] for row in chunks]
         if with_knowledge and chunks:
-            examples = document_examples(chunks)
-            made += [(example, chat_example(tokenizer, example.messages())) for example in examples]
-            if with_reading:
-                by_document.append((examples, [passage.text for passage in from_rows(chunks)]))
+            examples_by_document.append(document_examples(chunks))
+            passages_by_document.append([p.text for p in from_rows(chunks)] if with_reading else [])
+    for examples, passages in zip(knowledge.across_documents(examples_by_document), passages_by_document, strict=True):
+        made += [(example, chat_example(tokenizer, example.messages())) for example in examples]
+        if with_reading:
+            by_document.append((examples, passages))
     fitting = [(example, ids) for example, ids in made if len(ids[0]) <= sequence_length]
     # validation asks trained facts in words no example trains (knowledge.py's checks): that loss falls
     # as facts are learned; a held-out document's rises as the model learns its own documents (measured:
