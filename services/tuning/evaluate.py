@@ -39,6 +39,7 @@ class QAItem(BaseModel):
     expected: str
     aliases: list[str] = []  # other ways to say the answer ("cuarenta y cinco días" for "45 días")
     language: str = "und"
+    source: str = ""  # the document that states the answer, where the file names it
 
 
 class QAScores(BaseModel):
