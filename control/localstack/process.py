@@ -106,28 +106,38 @@ class ManagedProcess:
         return True
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
+
+
+def log_tail(log_file: Path, lines: int = 20) -> str:
+    """The last lines of a log, for an error message that shows why a process failed."""
+    try:
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
 
 
 FREE_PORTS_BELOW_EPHEMERAL = 2000  # free_port draws from this many ports under the ephemeral range
 
 
+_handed_out: set[int] = set()  # free_port's answers so far: none is given twice
+
+
 def free_port() -> int:
-    """A port nothing listens on now, for a server started next. It is drawn from just below the
-    kernel's ephemeral range: a port inside it may be taken by some client's outgoing connection
-    before the server binds it (a test stack's inference service once failed to start that way)."""
+    """A port nothing listens on now, for a server started next, and not one this process was
+    handed before (a stack's services get several at once, and bind them later). It is drawn from
+    just below the kernel's ephemeral range: a port inside it may be taken by some client's outgoing
+    connection before the server binds it (a test stack's inference service once failed to start that way)."""
     low = ephemeral_ports()[0]
-    candidates = range(max(1024, low - FREE_PORTS_BELOW_EPHEMERAL), low)
+    candidates = [port for port in range(max(1024, low - FREE_PORTS_BELOW_EPHEMERAL), low) if port not in _handed_out]
     for port in random.sample(candidates, min(len(candidates), 100)):
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket() as sock:  # nothing free there: any port the kernel gives
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

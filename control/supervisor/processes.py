@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from control import localstack
-from control.localstack.process import ManagedProcess, StackError
+from control.localstack.process import ManagedProcess, StackError, log_tail
 from control.supervisor import supervise
 from services.settings import Settings
 
@@ -105,7 +105,8 @@ def up(settings: Settings, echo: Callable[[str], None] = print, timeout_s: float
     except StackError:
         sick = [s for s in status(settings) if s.state != "running"]
         raise StackError("these services did not become healthy: " + "; ".join(
-            f"{s.name} ({s.state}, log {s.log})" for s in sick)) from None
+            f"{s.name} ({s.state}, log {s.log})" for s in sick) + "".join(
+            f"\n--- the end of {s.name}'s log:\n{log_tail(Path(s.log))}" for s in sick)) from None
     return status(settings)
 
 
