@@ -365,7 +365,13 @@ def _has_subject(before: str, known: frozenset[str]) -> bool:
     """Whether the words before a fact start with a subject and say more than a pronoun and a verb
     ("resoling mountain boots costs", not "we pay" nor "would take more than")."""
     words = before.split()
-    return len(words) >= 4 and (words[0].lower() in _SUBJECT_STARTS or words[0].endswith("ing") or words[0] in known)
+    return len(words) >= 4 and _starts_subject(words[0], known)
+
+
+def _starts_subject(word: str, known: frozenset[str]) -> bool:
+    """Whether an English clause's first word can start its subject: a determiner or pronoun, a
+    gerund ("resoling") or a name."""
+    return word.lower() in _SUBJECT_STARTS or word.endswith("ing") or word in known
 
 
 def _answer(sentence: str, start: int, end: int) -> str:
@@ -421,7 +427,7 @@ def _fronted(before: str, word: str, after: str, language: str, topic: str, know
     verb, subject = words[-1].lower(), " ".join(words[:-1])
     first, second = words[0], words[1] if len(words) > 2 else ""
     named = first.lower() not in _SUBJECT_STARTS and (first in known or first[:1].isupper() and second[:1].isupper())
-    if not (first.lower() in _SUBJECT_STARTS or first.endswith("ing") or named):
+    if not (_starts_subject(first, known) or named):
         return ""
     if subject.lower() in ("it", "they", "this", "these") and topic:
         subject = topic  # what the pronoun stands for: the paragraph's subject, a name
