@@ -4,8 +4,9 @@ A model trained only on a document's text learns to continue that text, not to a
 about it: knowledge becomes extractable when each fact is seen in several forms and in the shape
 it will be asked in (Allen-Zhu and Li, "Physics of Language Models 3.1", 2023; Jiang et al.,
 "Instruction-tuned Language Models are Better Knowledge Learners", 2024). So beside its text,
-each document is also given as chat examples whose answers are its own sentences, verbatim
-(nothing invented, nothing a generator could get wrong):
+each document is also given as chat examples whose answers are its own sentences (nothing
+invented, nothing a generator could get wrong; a fact's answer only says the name its pronoun
+stands for):
 
 - **faq**: a question line and the paragraph that answers it;
 - **section**: "what does <title> say about <heading>?", answered by the section's sentences, a
@@ -17,7 +18,9 @@ each document is also given as chat examples whose answers are its own sentences
   ("It costs 349 euros." is asked "Tramontana 2: it costs how much?"; a price, share, time or
   year also about its subject in other words, "What is the price of Tramontana 2?"), and answered
   by the sentence up to the end of the fact's clause (what the question asks, not the clauses after
-  it); a question the document answers with two sentences is dropped. A clause with no subject of
+  it; the clause alone where it has a subject of its own), with the name in place of a pronoun
+  ("Tramontana 2 costs 349 euros.": the name said just before the value is what the value is
+  recalled from); a question the document answers with two sentences is dropped. A clause with no subject of
   its own ("we pay how much?") is asked with the clauses that lead to it ("If you use your own car,
   we pay how much?"), and a name after a sentence's first fact is not what its facts are about. A name
   whose sentence says what it is ("La Cordada, our intranet") is asked for ("What is our intranet
@@ -101,6 +104,8 @@ _NOT_UNITS = frozenset("and the of to for in on or with per from are is was were
 _PRONOUN_START = re.compile(r"^(?:it|its|they|their|this|these|he|she|his|her|él|ella|ellos|ellas|este|esta|"
                             r"estos|estas|su|sus)\b", re.I)
 _CLAUSE = re.compile(r"(?<=[,;:])\s+|\s+(?=\()")
+_OPENING = " ¿¡\"'(«“"  # what may stand before a sentence's first word
+_COORDINATE = re.compile(r"(?:and|but|so|y|pero)\s+", re.I)
 _LEADING_JOINER = re.compile(r"^(?:and|but|or|so|which|y|e|pero|o|que)\s+", re.I)
 # capitalised words that name no subject a fact could be about: question words, calendar, units
 _NOT_TOPICS = frozenset("""What Which Who Where When Why How Is Are Do Does Can Qué Cuál Cuáles Quién Dónde Cuándo
@@ -246,7 +251,7 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
                 if questions:
                     taken.append((start, end))
                     asked += 1
-                    answer = _answer(sentence, start, end)
+                    answer = _named(_answer(sentence, start, end, known), topic, language, known)
                     if subject and english in _ABOUT and not 0 <= sentence.find(subject) > first_fact:
                         about, spare = _about(english, language, subject, sentence)
                         questions += about
@@ -374,13 +379,38 @@ def _starts_subject(word: str, known: frozenset[str]) -> bool:
     return word.lower() in _SUBJECT_STARTS or word.endswith("ing") or word in known
 
 
-def _answer(sentence: str, start: int, end: int) -> str:
-    """The sentence up to the end of the fact's clause: the fact and what leads to it, without the
-    clauses after it that the question does not ask about."""
-    _, clause_end = _clause(sentence, start, end)
-    if clause_end == len(sentence):
-        return sentence
-    return sentence[:clause_end].rstrip().rstrip(",;:") + "."
+def _answer(sentence: str, start: int, end: int, known: frozenset[str]) -> str:
+    """The fact's clause and what leads to it, without the clauses after it that the question does
+    not ask about; a clause with a subject of its own is the whole answer ("Resoling mountain boots
+    costs 75 euros.", not "Replacing a pole section costs 18 euros, and resoling ...": a model that
+    starts the answer so says the wrong price first)."""
+    clause_start, clause_end = _clause(sentence, start, end)
+    clause = sentence[clause_start:start].lstrip()
+    leading = _LEADING_JOINER.sub("", clause)
+    # a clause of its own: joined by "and", "but" or a semicolon (not a list's next item, not "which ...")
+    joined = _COORDINATE.match(clause) or sentence[:clause_start].rstrip().endswith(";")
+    clause_start = start - len(leading) if clause_start and joined and _has_subject(leading, known) else 0
+    answer = sentence[clause_start:clause_end].rstrip()
+    answer = answer[0].upper() + answer[1:]
+    return answer if clause_end == len(sentence) else answer.rstrip(",;:") + "."
+
+
+def _named(answer: str, topic: str, language: str, known: frozenset[str]) -> str:
+    """The answer with the name that its first word stands for: "It costs 349 euros." of the
+    Tramontana 2 is answered "Tramontana 2 costs 349 euros.", "Cuesta 349 euros." "Tramontana 2
+    cuesta 349 euros.". Every price answer was "It costs ... euros", so what told one product's
+    price from another's was the question alone; the name said just before the value is what a
+    model recalls the value from (measured: the tuned model answered with a neighbour's price)."""
+    if not topic or topic in answer:
+        return answer
+    first, _, rest = answer.partition(" ")
+    if language == "es":
+        return f"{topic} {_lower_first(answer, known)}" if first.lower().startswith(_VERB_STEMS_ES) else answer
+    if first in ("It", "This"):  # ("They" would need its verb changed too)
+        return f"{topic} {rest}"
+    if first == "Its":
+        return f"{topic}'s {rest}"
+    return answer
 
 
 # English: a verb before the fact takes "does" or "do"; these words before it are no verb
@@ -399,6 +429,7 @@ _SUBORDINATE = frozenset("""that which who whom whose if when because so and but
 # state facts turn a Spanish clause around ("tienes", "dispone", "cuesta", "pagamos", "es", ...)
 _VERB_STEMS_ES = ("tien", "tene", "dispon", "cuest", "cost", "pag", "cobr", "abr", "cierr", "dur", "pes", "trabaj",
                   "recib", "descuent", "ofrec", "da", "dan", "es", "son", "está", "están", "hay", "mide", "cabe")
+_THIRD_PERSON_ES = ("a", "e", "an", "en")  # "cuesta", "tiene", "pesan": not "tienes", "pagamos"
 _PREPOSITIONS_ES = frozenset("de del en a al por con para desde hasta durante entre sobre tras".split())
 _CLITICS_ES = frozenset("se no le les lo la los las me te nos".split())
 
@@ -419,8 +450,13 @@ def _fronted(before: str, word: str, after: str, language: str, topic: str, know
         verb, subject = words[-1], words[:-1]
         while subject and subject[-1].lower() in _CLITICS_ES:  # "se descuentan" stays together
             verb = f"{subject.pop()} {verb}"
+        if any(c.isdigit() for c in after):  # "¿Cuántos kilos y cuesta 259 euros pesa?"
+            return ""
         asked = f"{preposition} {word}" if preposition else word
-        rest = " ".join(part for part in (after.strip(), _lower_first(verb, known), _subject(subject, known)) if part)
+        who = _subject(subject, known)
+        if not subject and topic and verb.lower().endswith(_THIRD_PERSON_ES):
+            who = topic  # "Cuesta 349 euros" of the Tramontana 2: "¿Cuántos euros cuesta Tramontana 2?"
+        rest = " ".join(part for part in (after.strip(), _lower_first(verb, known), who) if part)
         return f"¿{asked[0].upper()}{asked[1:]} {rest}?"
     if len(words) < 2 or len(words) > 7 or not words[-1].isalpha() or words[-1].lower() in _NOT_VERBS:
         return ""
@@ -457,7 +493,7 @@ def names(sentence: str, known: frozenset[str] = frozenset()) -> list[str]:
     found = []
     for match in _NAME.finditer(sentence):
         words = _TRAILING_JOINERS.sub("", match.group(0)).split()
-        if match.start() == 0 and words[0] not in known:
+        if not sentence[: match.start()].strip(_OPENING) and words[0] not in known:  # "¿Aguanta el viento?"
             words = words[1:]
         while words and not words[0][0].isupper():  # a name starts with a capitalised word
             words = words[1:]

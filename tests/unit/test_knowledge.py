@@ -71,8 +71,9 @@ def test_each_fact_is_asked_in_its_sentences_words_and_answered_by_that_sentence
     assert facts["The Moncayo 38 weighs 1.3 kg and costs how much?"] == "The Moncayo 38 weighs 1.3 kg and costs 139 euros."
     assert facts["Resoling mountain boots costs how much at the Taller Cierzo?"] == (
         "Resoling mountain boots costs 75 euros at the Taller Cierzo.")
-    # a sentence that names nothing is asked about the paragraph's subject, the name before it
-    assert facts["Taller Cierzo: it costs how much?"] == "It costs 349 euros."
+    # a sentence that names nothing is asked about the paragraph's subject, the name before it, and
+    # answered with that name in place of its pronoun
+    assert facts["Taller Cierzo: it costs how much?"] == "Taller Cierzo costs 349 euros."
     # but not about a name after a preposition (where, not what), nor past a sentence about something else
     about = {e.prompt: e.answer for e in knowledge.examples(
         "Payslips are on La Cordada. It costs 40 euros a year.\n\nThe Moncayo 38 is a rucksack. "
@@ -149,10 +150,11 @@ def test_a_facts_subject_is_asked_about_in_other_words_and_a_question_with_two_a
     picked = [knowledge._about("how much", "en", "Tramontana 2", sentence)[0] for sentence in tent]
     shared = {p for p in sum(picked, []) if sum(p in mine for mine in picked) > 1}
     assert shared and not shared & set(facts)
-    for sentence, mine in zip(tent, picked, strict=True):
-        assert all(facts[p] == {sentence} for p in mine if p not in shared)
+    answers = ["Tramontana 2 costs 349 euros.", *tent[1:]]  # "It" answered with what it stands for
+    for answer, mine in zip(answers, picked, strict=True):
+        assert all(facts[p] == {answer} for p in mine if p not in shared)
     assert all(len(answers) == 1 for answers in facts.values())
-    assert facts["How much does Tramontana 2 cost?"] == {"It costs 349 euros."}  # its own question stays
+    assert facts["How much does Tramontana 2 cost?"] == {answers[0]}  # its own question stays
     # counts are not asked about a subject: a document has as many "how many days" as periods
     assert "how many {unit}" not in knowledge._ABOUT
 
@@ -179,9 +181,29 @@ def test_a_facts_answer_ends_with_its_clause_and_a_clause_without_a_subject_is_a
     assert facts["If you use your own car, we pay how much?"] == "If you use your own car, we pay 0.26 euros per kilometre."
     assert not any(prompt.startswith(("We pay", "How much do we pay")) for prompt in facts)
     assert facts["How much does replacing a pole section cost?"] == "Replacing a pole section costs 18 euros."
-    # a clause with a subject of its own keeps its short questions, answered up to its end
-    assert facts["How much does resoling mountain boots cost?"] == (
-        "Replacing a pole section costs 18 euros, and resoling mountain boots costs 75 euros.")
+    # a clause with a subject of its own keeps its short questions and is their whole answer: a model
+    # that starts "Replacing a pole section costs 18 euros, and ..." says the wrong price first
+    assert facts["How much does resoling mountain boots cost?"] == "Resoling mountain boots costs 75 euros."
+
+
+def test_an_answer_names_what_its_pronoun_stands_for_and_a_relative_clause_keeps_its_subject():
+    english = {e.prompt: e.answer for e in knowledge.examples(
+        "Tents\n\nThe Aneto -5 is our warmest bag. Its comfort temperature is minus five degrees Celsius. "
+        "It costs 259 euros.\n\nGift cards, which you can spend for two years, come in a box.", "en")
+        if e.kind == "fact"}
+    # every price answer was "It costs ... euros": only the question told one product from another
+    assert english["How much does Aneto -5 cost?"] == "Aneto -5 costs 259 euros."
+    assert "Aneto -5's comfort temperature is minus five degrees Celsius." in english.values()
+    # "which you can spend for two years" is no clause of its own: its answer keeps what leads to it
+    assert [a for a in english.values() if "two years" in a] == ["Gift cards, which you can spend for two years."]
+    spanish = {e.prompt: e.answer for e in knowledge.examples(
+        "Tiendas\n\n¿Aguanta el viento?\n\nLa Tramontana 2 es nuestra tienda. Cuesta 349 euros. "
+        "Tiene dos varillas cruzadas.", "es") if e.kind == "fact"}
+    assert spanish["¿Tramontana 2: cuesta cuántos euros?"] == "Tramontana 2 cuesta 349 euros."
+    # and asked question word first with it, not "¿Cuántos euros cuesta?" of whatever is named
+    assert spanish["¿Cuántos euros cuesta Tramontana 2?"] == "Tramontana 2 cuesta 349 euros."
+    # a question's first word is capitalised anyway: "¿Aguanta el viento?" names nothing
+    assert not any("Aguanta" in prompt or "Aguanta" in answer for prompt, answer in spanish.items())
 
 
 def test_a_name_after_the_fact_is_not_what_the_fact_is_about():
