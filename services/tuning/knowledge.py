@@ -126,6 +126,12 @@ class Example:
     prompt: str
     answer: str
     about: str = ""  # the name an entity example asks about
+    verbatim: str = ""  # the document's own words of a fact's answer, where the answer names a pronoun
+
+    @property
+    def said(self) -> str:
+        """The answer in the document's own words: what a passage that holds it contains."""
+        return self.verbatim or self.answer
 
     def messages(self) -> list[dict[str, str]]:
         return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.answer}]
@@ -251,12 +257,14 @@ def facts(sentences: list[str], language: str, topics: list[str], known: frozens
                 if questions:
                     taken.append((start, end))
                     asked += 1
-                    answer = _named(_answer(sentence, start, end, known), topic, language, known)
+                    said = _answer(sentence, start, end, known)
+                    answer = _named(said, topic, language, known)
+                    verbatim = said if said != answer else ""
                     if subject and english in _ABOUT and not 0 <= sentence.find(subject) > first_fact:
                         about, spare = _about(english, language, subject, sentence)
                         questions += about
-                        found += [Example("check", question, answer) for question in spare]
-                    found += [Example("fact", question, answer) for question in questions]
+                        found += [Example("check", question, answer, verbatim=verbatim) for question in spare]
+                    found += [Example("fact", question, answer, verbatim=verbatim) for question in questions]
         found += [Example("fact", question, sentence) for question in _called(sentence, named, language)]
         topic = subject
     return found

@@ -46,15 +46,17 @@ def readings(questions: Sequence[Example], passages: Sequence[str]) -> list[Read
     """One reading example per answer of a document's ``questions`` (its question asked in the
     example picked by a hash), over the document's ``passages``."""
     asked: dict[str, list[str]] = {}
+    said: dict[str, str] = {}  # an answer that names a pronoun is found in its passage by the words said there
     for example in questions:
         asked.setdefault(example.answer, []).append(example.prompt)
+        said[example.answer] = example.said
     flat = [_flat(text) for text in passages]
     found = []
     for answer, prompts in asked.items():
-        holding = next((i for i, text in enumerate(flat) if _flat(answer) in text), None)
+        holding = next((i for i, text in enumerate(flat) if _flat(said[answer]) in text), None)
         if holding is None:
             continue
-        near = window(passages[holding], answer)
+        near = window(passages[holding], said[answer])
         if near is None:
             continue
         others = [i for i in range(len(passages)) if i != holding]
