@@ -10,6 +10,7 @@ attention alike. The first token of a document is not learned from the end of th
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -50,31 +51,44 @@ def pack(documents: Iterable[list[int]], length: int, eos_id: int) -> list[Block
 
 def pack_examples(examples: Iterable[tuple[list[int], list[int]]], length: int,
                   pad_id: int) -> tuple[list[Block], int]:
-    """Chat examples side by side in blocks of ``length`` (in order, a new block when the next one
-    does not fit), and how many were longer than a block and cut to it (the caller reports them)."""
-    blocks: list[Block] = []
+    """Chat examples side by side in blocks of ``length``, and how many were longer than a block
+    and cut to it (the caller reports them).
+
+    Best-fit decreasing: the longest example first, each into the fullest block it still fits.
+    Packed in order, a block closed when the next example did not fit, and the samples' question
+    and recitation blocks were about 78% tokens and 22% padding; a padded position costs a whole
+    token of compute and teaches nothing."""
+    fitted, cut = [], 0
+    for ids, labels in examples:
+        if len(ids) > length:
+            cut += 1
+            ids, labels = ids[:length], labels[:length]
+        fitted.append((ids, labels))
+    members: list[list[tuple[list[int], list[int]]]] = []
+    room: list[tuple[int, int]] = []  # (free positions, block index), sorted
+    for example in sorted(fitted, key=lambda example: len(example[0]), reverse=True):  # stable: ties keep order
+        at = bisect.bisect_left(room, (len(example[0]), -1))
+        if at == len(room):
+            free, index = length, len(members)
+            members.append([])
+        else:
+            free, index = room.pop(at)
+        members[index].append(example)
+        bisect.insort(room, (free - len(example[0]), index))
+    return [_example_block(block, length, pad_id) for block in members], cut
+
+
+def _example_block(examples: list[tuple[list[int], list[int]]], length: int, pad_id: int) -> Block:
+    """Examples one after another, each from position 0 and its first token not learned, then padding."""
     ids: list[int] = []
     labels: list[int] = []
     positions: list[int] = []
-    cut = 0
-
-    def close() -> None:
-        padding = length - len(ids)
-        blocks.append(Block(ids + [pad_id] * padding, labels + [IGNORE] * padding, positions + list(range(padding))))
-
     for example_ids, example_labels in examples:
-        if len(example_ids) > length:
-            cut += 1
-            example_ids, example_labels = example_ids[:length], example_labels[:length]
-        if ids and len(ids) + len(example_ids) > length:
-            close()
-            ids, labels, positions = [], [], []
         ids += example_ids
         labels += [IGNORE, *example_labels[1:]]
         positions += list(range(len(example_ids)))
-    if ids:
-        close()
-    return blocks, cut
+    padding = length - len(ids)
+    return Block(ids + [pad_id] * padding, labels + [IGNORE] * padding, positions + list(range(padding)))
 
 
 def _restarted(positions: list[int]) -> list[int]:

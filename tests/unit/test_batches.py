@@ -28,9 +28,19 @@ def test_pack_fills_blocks_without_padding_inside():
 def test_chat_examples_are_packed_side_by_side_and_a_long_one_is_reported():
     examples = [([1, 2, 3], [IGNORE, IGNORE, 3]), ([4, 5], [IGNORE, 5]), ([6, 7, 8, 9, 10, 11], [IGNORE] * 5 + [11])]
     blocks, cut = pack_examples(examples, length=5, pad_id=0)
-    assert [b.ids for b in blocks] == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
-    assert [b.positions for b in blocks] == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 4]]
-    assert blocks[0].labels == [IGNORE, IGNORE, 3, IGNORE, 5] and cut == 1
+    assert [b.ids for b in blocks] == [[6, 7, 8, 9, 10], [1, 2, 3, 4, 5]]
+    assert [b.positions for b in blocks] == [[0, 1, 2, 3, 4], [0, 1, 2, 0, 1]]
+    assert blocks[1].labels == [IGNORE, IGNORE, 3, IGNORE, 5] and cut == 1
+
+
+def test_chat_examples_fill_the_fullest_block_they_fit_not_only_the_last():
+    """In order, 3, 4, 2, 1 tokens in blocks of 5 took three blocks ([3], [4], [2, 1]); the longest
+    first, each in the fullest block with room, they take two, and every example is there once."""
+    examples = [([i] * n, [IGNORE] + [i] * (n - 1)) for i, n in ((1, 3), (2, 4), (3, 2), (4, 1))]
+    blocks, cut = pack_examples(examples, length=5, pad_id=0)
+    assert [b.ids for b in blocks] == [[2, 2, 2, 2, 4], [1, 1, 1, 3, 3]]
+    assert [b.positions for b in blocks] == [[0, 1, 2, 3, 0], [0, 1, 2, 0, 1]]
+    assert blocks[1].labels == [IGNORE, 1, 1, IGNORE, 3] and cut == 0
 
 
 def test_a_packed_document_gets_the_logits_it_gets_alone(tokenizer):
