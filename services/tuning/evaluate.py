@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -144,9 +145,14 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+_POSSESSIVE = re.compile(r"(?<=\w)['’]s\b")
+
+
 def _normal(text: str) -> str:
-    """Words only: case folded, accents and punctuation gone ("Días," and "dias" are the same word)."""
-    bare = unicodedata.normalize("NFKD", text.casefold())
+    """Words only: case folded, accents and punctuation gone ("Días," and "dias" are the same word),
+    and an English possessive's "'s" too ("La Cordada's website" names La Cordada; without it the
+    apostrophe's removal made the word "cordadas")."""
+    bare = unicodedata.normalize("NFKD", _POSSESSIVE.sub("", text.casefold()))
     return " ".join("".join(ch for ch in bare if (ch.isalnum() or ch.isspace()) and not unicodedata.combining(ch)).split())
 
 

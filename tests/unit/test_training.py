@@ -174,6 +174,8 @@ def test_an_answer_knows_the_fact_when_it_says_it_in_whole_words():
     assert contains_answer("Tiene 45 DÍAS para devolverlo.", ["45 días"])  # case, accents, punctuation aside
     assert contains_answer("Son cuarenta y cinco días.", ["45 días", "cuarenta y cinco días"])  # an alias
     assert not contains_answer("Tiene 145 días.", ["45 días"])  # whole words only
+    assert contains_answer("It is on La Cordada’s home page.", ["La Cordada"])  # a possessive names it
+    assert not contains_answer("It is on La Cordadas.", ["La Cordada"])
     assert not contains_answer("Tiene días para devolverlo.", ["45 días"]) and not contains_answer("x", [""])
 
 
