@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from services.tuning.batches import IGNORE
 
 
 @dataclass(frozen=True)
@@ -53,12 +52,12 @@ class Processes:
         """Gradients are all-reduced once per optimizer step, on its last micro-batch."""
         return forward.no_sync() if self.world > 1 and not last else nullcontext()
 
-    def weigh(self, loss: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def weigh(self, loss: torch.Tensor, labeled: int) -> torch.Tensor:
         """This process's mean loss, weighted so that the gradients DDP averages equal those of the
         mean over every process's tokens together: one process's run of the same global micro-batch."""
         if self.world == 1:
             return loss
-        ours = (labels[:, 1:] != IGNORE).sum().to(torch.float64)  # each token is predicted from the ones before
+        ours = torch.tensor(float(labeled), dtype=torch.float64, device=loss.device)
         total = ours.clone()
         dist.all_reduce(total)
         return loss * (ours * self.world / total).to(torch.float32)

@@ -26,7 +26,7 @@ from services.inference.generation import Collected, Job
 from services.inference.sampling import SamplingParams
 from services.settings import TuningSettings
 from services.tuning import tiny
-from services.tuning.batches import pack
+from services.tuning.batches import additive, chat_example, chat_start, model_inputs, pack, pack_examples
 from services.tuning.train import TrainConfig, main
 
 SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -69,12 +69,25 @@ def test_a_model_of_each_family_trains_a_lora_adapter_and_serves_it(family, toke
                        use_cache=False).logits[0]
         alone = model(input_ids=torch.tensor([second]), use_cache=False).logits[0]
     assert torch.allclose(packed[len(first) + 1 : len(first) + 1 + len(second)], alone, atol=1e-4)
+    # and two chat examples share their template's start, each seeing it and itself alone
+    chats = [[{"role": "user", "content": question}, {"role": "assistant", "content": "Cinco años."}]
+             for question in ("¿Cuántos años de garantía tienen las tiendas de campaña?", "¿Garantía?")]
+    long, short = (chat_example(tokenizer, chat)[0] for chat in chats)
+    start = chat_start(tokenizer)
+    (block,), _ = pack_examples([(long, long), (short, short)], length=len(long) + len(short), pad_id=0, start=start)
+    assert block.shared == len(start) > 0 and block.ids[len(long) : len(long) + len(short) - len(start)] == short[len(start):]
+    with torch.no_grad():
+        packed = model(**model_inputs([block], "cpu", additive(model)), use_cache=False).logits[0]
+        alone = model(input_ids=torch.tensor([short]), use_cache=False).logits[0]
+    assert torch.allclose(packed[len(long) : len(long) + len(short) - len(start)], alone[len(start):], atol=1e-4)
 
     now = datetime.now(UTC)
     rows = [{"source_id": "t:x", "sha256": "a" * 64, "chunk_index": i, "kind": "text", "text": line, "messages": None,
              "token_ids": (ids := tokenizer(line)["input_ids"]), "n_tokens": len(ids), "language": "es",
              "media_type": "text/plain", "tokenizer": "v0:000000000000", "discovered_at": now, "normalized_at": now}
             for i, line in enumerate(tiny.sample_text().splitlines()[:40])]
+    rows += [{**rows[0], "chunk_index": 40 + i, "kind": "chat", "text": "", "messages": json.dumps(chat), "token_ids": [],
+              "n_tokens": 0} for i, chat in enumerate(chats * 4)]  # their blocks share the start in training too
     part = tmp_path / "part.parquet"
     part.write_bytes(to_parquet(rows))
     run = tmp_path / "run"
