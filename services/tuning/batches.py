@@ -7,7 +7,7 @@ where a document (or an example) starts, and transformers turns restarting posit
 attention mask and no cache) into a block-diagonal causal mask, for eager, SDPA and flash
 attention alike. The first token of a document is not learned from the end of the one before.
 
-Chat examples that start alike (a chat template's default system prompt, 21 of SmolLM2's tokens,
+Chat examples that start alike (a chat template's default system prompt and user header, 24 of SmolLM2's tokens,
 a fifth of the samples' question blocks) share that start: a block holds it once, every example
 after it attends to it and to itself (``attention_mask``), and its positions go on from it as they
 would alone, so each example gets exactly the logits it gets alone.
