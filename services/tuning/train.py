@@ -253,7 +253,7 @@ def block_loss(forward, blocks: list[Block], device: str,
     of a step for nothing. ``mask_dtype``: ``batches.additive``."""
     targets = torch.tensor([block.labels for block in blocks], device=device)[:, 1:]
     keep = torch.nn.functional.pad(targets != IGNORE, (0, 1))  # logits at i predict the token at i + 1
-    # no cache: with restarting positions and no attention mask, attention stays in each document
+    # no cache: restarting positions (and the mask, where a block shares a start) keep attention in each example
     logits = forward(**model_inputs(blocks, device, mask_dtype), use_cache=False, logits_to_keep=keep).logits
     n = int(keep.sum())
     if not n:
