@@ -17,7 +17,6 @@ import torch
 import torch.distributed as dist
 
 
-
 @dataclass(frozen=True)
 class Processes:
     world: int  # how many processes train together
