@@ -16,9 +16,15 @@ _HYPHENATED = re.compile(r"(\w)-\n(\w)")  # "exam-\nple" → "example"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _TERMINAL_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")  # colours, titles
 _BREAKS = re.compile(r"[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")  # vertical tab, form feed, separators: line breaks
-_SPACES = re.compile(r"[ \t\u00a0]+")
+_SPACES = re.compile(r"[ \t\u00a0]{2,}|[\t\u00a0]")  # what a single space is not replaced by
 _BLANK_LINES = re.compile(r"\n{3,}")
 _FTFY_FIXES = re.compile(r"[&\ufb00-\ufb06\uff01-\uff5e\ud800-\udfff]")  # entities, ligatures, full width
+# Characters that ftfy's mojibake test (is_bad) never flags, alone or next to ASCII: plain
+# Spanish, Catalan, French and Portuguese words and common punctuation. A line of these and ASCII
+# alone is not mojibake and skips the test, which otherwise takes most of the cleaning time
+# (tests/unit/test_normalizer_logic.py checks the claim against the installed ftfy).
+NEVER_MOJIBAKE = "áéíóúüñçàèòïëâêôû’–—…·°\xa0←→↔●"
+_SUSPECT = re.compile(rf"[^\x00-\x7f{NEVER_MOJIBAKE}]|{_FTFY_FIXES.pattern}")
 EDGE_LINES = 3  # headers and footers live in the first and last lines of a page
 
 
@@ -44,19 +50,31 @@ def _normalize(text: str) -> str:
     text = _BREAKS.sub("\n", _TERMINAL_ESCAPE.sub("", text))  # before ftfy, which drops a vertical tab
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     unescape = "auto" if "<" not in text else False  # what fix_text decides for a whole text: markup's entities stay
-    text = unicodedata.normalize("NFC", "\n".join(_repaired(line, unescape) for line in text.split("\n")))
+    text = unicodedata.normalize("NFC", _repaired(text, unescape))
     text = _CONTROL.sub("", text)
-    text = _HYPHENATED.sub(r"\1\2", text)
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    return "\n".join(lines).strip()
+    if "-\n" in text:
+        text = _HYPHENATED.sub(r"\1\2", text)
+    text = _SPACES.sub(" ", text)  # never across a line break, so the same as line by line
+    return "\n".join(line.strip() for line in text.split("\n")).strip()
 
 
-def _repaired(line: str, unescape) -> str:
-    """Mojibake and broken entities repaired (ftfy), on the lines that show signs of them: ftfy
-    reads a line many ways, and most lines need none (it would take most of the cleaning time)."""
-    if _FTFY_FIXES.search(line) or (not line.isascii() and is_bad(line)):
-        return ftfy.fix_text(line, normalization="NFC", unescape_html=unescape)
-    return uncurl_quotes(line)  # as fix_text does
+def _repaired(text: str, unescape) -> str:
+    """Mojibake and broken entities repaired (ftfy) on the lines that may hold them: ftfy reads a
+    line many ways, and most lines need none. Then curly quotes straightened, as fix_text does
+    (its own output has none left, so that pass changes only the other lines)."""
+    pieces, done = [], 0
+    while found := _SUSPECT.search(text, done):
+        start = text.rfind("\n", 0, found.start()) + 1
+        end = text.find("\n", found.start())
+        end = len(text) if end == -1 else end
+        line = text[start:end]
+        if _FTFY_FIXES.search(line) or is_bad(line):
+            line = ftfy.fix_text(line, normalization="NFC", unescape_html=unescape)
+        pieces += [text[done:start], line]
+        done = end
+    pieces.append(text[done:])
+    text = "".join(pieces)
+    return text if text.isascii() else uncurl_quotes(text)
 
 
 def _drop_repeated_edges(pages: list[str]) -> list[str]:

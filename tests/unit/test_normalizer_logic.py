@@ -38,6 +38,21 @@ def test_clean_repairs_unicode_and_whitespace():
     assert clean.clean_text("forma-\nción continua") == "formación continua"
 
 
+def test_characters_said_never_to_be_mojibake_are_never_flagged_by_ftfy_next_to_ascii():
+    """clean skips ftfy's mojibake test on lines of these characters and ASCII: every string of up
+    to three of them must pass the test (ftfy's longer patterns all need a character outside them)."""
+    from ftfy.badness import is_bad
+
+    alphabet = [chr(i) for i in range(128)] + list(clean.NEVER_MOJIBAKE)
+    flagged = [a + b + c for a in alphabet for b in alphabet for c in ["", *alphabet] if is_bad(a + b + c)]
+    assert flagged == []
+    assert is_bad("Ã±") and clean.clean_text("año\naÃ±o\nniño") == "año\naño\nniño"  # a line between clean ones
+
+
+def test_clean_spaces_tabs_and_hard_spaces_inside_lines_only():
+    assert clean.clean_text("a \t\u00a0 b\u00a0c  d\te \n  f  \n\n\n\ng") == "a b c d e\nf\n\ng"
+
+
 def test_repeated_headers_footers_and_page_numbers_go():
     body = corpus.ES[:4]
     pages = [f"ACME Manual interno\n{sentence}\nPágina {i} de 4" for i, sentence in enumerate(body, start=1)]
