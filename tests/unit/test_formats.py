@@ -234,13 +234,21 @@ def test_a_blank_pdf_page_is_not_rendered_for_ocr_a_scanned_one_is(monkeypatch):
     made.multi_cell(0, 6, text=corpus.EN[0])
     made.add_page()  # a scan: a picture of text, no text layer
     picture = io.BytesIO()
-    corpus.text_picture(corpus.OCR_LINES).save(picture, format="PNG")
+    scan = corpus.text_picture(corpus.OCR_LINES)
+    scan.save(picture, format="PNG")
     made.image(picture, x=0, y=0, w=210)
     made.add_page()  # blank
+    made.add_page()  # a cover: a small low-resolution logo (72 dpi), no text layer
+    logo = io.BytesIO()
+    scan.resize((200, 100)).save(logo, format="PNG")
+    made.image(logo, x=50, y=50, w=200 / 72 * 25.4)
     merged = io.BytesIO(bytes(made.output()))
     found = pdf.extract(merged.getvalue())
-    assert len(found.pages) == 3 and len(read) == 1  # the scan only: not the text page, not the blank one
+    assert len(found.pages) == 4 and len(read) == 2  # the scan and the cover: not the text page, not the blank one
     assert found.pages[1] == "La oficina abre a las ocho." and not found.pages[2].strip()
+    # each rendered at its picture's own resolution (the scan's, about 200 dpi), never under 150 dpi
+    assert abs(read[0][0] - scan.width) <= 2
+    assert abs(read[1][0] - round(210 / 25.4 * pdf.OCR_DPI[0])) <= 2
 
 
 def test_an_outlook_message_is_read_like_an_email_and_its_attachments_come_apart():

@@ -4,6 +4,7 @@ a blank page (a book's left-hand page) is not rendered for it."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pypdfium2 as pdfium
@@ -13,7 +14,7 @@ from services.contracts import RejectReason
 from services.normalizer.extract import Extracted, Rejection, ocr
 
 MAX_PAGES = 5000
-OCR_DPI = 300
+OCR_DPI = (150, 300)  # a scan is read at its own resolution within these: above it adds pixels, not detail
 
 
 def extract(data: bytes) -> Extracted:
@@ -34,9 +35,9 @@ def extract(data: bytes) -> Extracted:
             # lines itself: dropping the marker restores the word.
             text = textpage.get_text_range().replace("\ufffe", "")
             textpage.close()
-            if not text.strip() and ocr.tesseract() is not None and _has_picture(page):
+            if not text.strip() and ocr.tesseract() is not None and (dpi := _picture_dpi(page)):
                 # in grey: Tesseract reads grey anyway, and the picture it is sent is a third of the size
-                text = ocr.read(page.render(scale=OCR_DPI / 72, grayscale=True).to_pil())
+                text = ocr.read(page.render(scale=dpi / 72, grayscale=True).to_pil())
             page.close()
             pages.append(text)
     finally:
@@ -96,5 +97,15 @@ def rebuild_xref(data: bytes) -> bytes | None:
     return body + b"xref\n0 %d\n" % size + b"".join(rows) + trailer
 
 
-def _has_picture(page) -> bool:
-    return next(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]), None) is not None
+def _picture_dpi(page) -> float | None:
+    """The resolution to render a page at for OCR: its sharpest picture's own, within OCR_DPI;
+    None when the page holds no picture (a blank page)."""
+    found = []
+    for picture in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
+        left, bottom, right, top = picture.get_bounds()
+        try:
+            width, height = picture.get_px_size()
+        except pdfium.PdfiumError:  # a picture PDFium cannot size: read at the most
+            width, height = 1e9, 1e9
+        found.append(72 * math.sqrt(width * height / max((right - left) * (top - bottom), 1e-6)))  # turned too
+    return min(max(max(found), OCR_DPI[0]), OCR_DPI[1]) if found else None
