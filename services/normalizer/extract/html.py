@@ -93,9 +93,7 @@ def _main_text_fast(markup: str) -> str:
 
 
 def _flatten_inline(tree) -> None:
-    for element in list(tree.iter(*_INLINE)):
-        if element.getparent() is not None and not element.xpath("ancestor::pre"):
-            element.drop_tag()
+    lxml.etree.strip_tags(tree, *_INLINE)
 
 
 def _unbox(tree) -> None:
