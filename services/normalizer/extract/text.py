@@ -41,23 +41,27 @@ def extract_markdown(data: bytes) -> Extracted:
 
 
 # Markdown's inline syntax goes; headings (they make the section path, see ``structure``) and tables stay.
+# Each rule names strings its syntax cannot go without (one at least): a text with none skips its scan.
 _MD_SYNTAX = [
-    (re.compile(r"^```.*$", re.M), ""),  # fences (the code stays)
-    (re.compile(r"!\[([^\]]*)\]\((?:[^()]|\([^()]*\))*\)"), r"\1"),  # images: keep the alt text
-    (re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^()]*\))*\)"), r"\1"),  # links: keep the words (a URL may hold "()")
-    (re.compile(r"^\s{0,3}(#{1,6})\s+", re.M), r"\1 "),  # headings: kept, unindented
-    (re.compile(r"^\s{0,3}>\s?", re.M), ""),  # quotes
-    (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),  # bold
-    (re.compile(r"(?<![\w*])\*(?![\s*])([^*\n]+?)(?<!\s)\*(?![\w*])"), r"\1"),  # emphasis (not a "* item")
-    (re.compile(r"(?<!`)`([^`\n]+)`(?!`)"), r"\1"),  # inline code
-    (re.compile(r"^\s*[-*_]{3,}\s*$", re.M), ""),  # rules
+    (re.compile(r"^```.*$", re.M), "", ("```",)),  # fences (the code stays)
+    (re.compile(r"!\[([^\]]*)\]\((?:[^()]|\([^()]*\))*\)"), r"\1", ("](",)),  # images: keep the alt text
+    (re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^()]*\))*\)"), r"\1", ("](",)),  # links: keep the words (a URL may hold "()")
+    (re.compile(r"^\s{0,3}(#{1,6})\s+", re.M), r"\1 ", ("#",)),  # headings: kept, unindented
+    (re.compile(r"^\s{0,3}>\s?", re.M), "", (">",)),  # quotes
+    (re.compile(r"(\*\*|__)(.+?)\1"), r"\2", ("**", "__")),  # bold
+    (re.compile(r"(?<![\w*])\*(?![\s*])([^*\n]+?)(?<!\s)\*(?![\w*])"), r"\1", ("*",)),  # emphasis (not a "* item")
+    (re.compile(r"(?<!`)`([^`\n]+)`(?!`)"), r"\1", ("`",)),  # inline code
+    (re.compile(r"^\s*[-*_]{3,}\s*$", re.M), "", ("-", "*", "_")),  # rules
 ]
 _ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+.!~|<>-])")  # "\*" is a literal "*": kept from the rules above
 _HIDDEN = 0xE000  # escaped characters wait in the private use area while the rules run
 
 
 def strip_markdown(text: str) -> str:
-    text = _ESCAPED.sub(lambda found: chr(_HIDDEN + ord(found.group(1))), text)
-    for pattern, replacement in _MD_SYNTAX:
-        text = pattern.sub(replacement, text)
-    return re.sub("[\ue000-\ue07f]", lambda hidden: chr(ord(hidden.group()) - _HIDDEN), text)
+    escaped = "\\" in text
+    if escaped:
+        text = _ESCAPED.sub(lambda found: chr(_HIDDEN + ord(found.group(1))), text)
+    for pattern, replacement, needed in _MD_SYNTAX:
+        if any(string in text for string in needed):
+            text = pattern.sub(replacement, text)
+    return re.sub("[\ue000-\ue07f]", lambda hidden: chr(ord(hidden.group()) - _HIDDEN), text) if escaped else text
