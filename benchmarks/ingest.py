@@ -171,7 +171,8 @@ def public_corpus_report(settings: Settings) -> None:
         for path, raw in data.items():
             start = time.perf_counter()
             try:
-                clean.clean_pages(extract(raw, kinds[path], path.name).pages)
+                extracted = extract(raw, kinds[path], path.name)
+                clean.clean_pages(extracted.pages, extracted.paged)
             except Rejection:
                 pass
             seconds[kind_of[path]] = seconds.get(kind_of[path], 0.0) + time.perf_counter() - start

@@ -28,14 +28,18 @@ _SUSPECT = re.compile(rf"[^\x00-\x7f{NEVER_MOJIBAKE}]|{_FTFY_FIXES.pattern}")
 EDGE_LINES = 3  # headers and footers live in the first and last lines of a page
 
 
-def clean_pages(pages: list[str]) -> str:
+def clean_pages(pages: list[str], paged: bool = False) -> str:
     """One clean text from a document's pages."""
-    return join(clean_each_page(pages))
+    return join(clean_each_page(pages, paged))
 
 
-def clean_each_page(pages: list[str]) -> list[str]:
-    """Each page cleaned, in place: a page left empty stays as '' so that pages keep their numbers."""
-    return [_BLANK_LINES.sub("\n\n", page).strip() for page in _drop_repeated_edges([_normalize(p) for p in pages])]
+def clean_each_page(pages: list[str], paged: bool = False) -> list[str]:
+    """Each page cleaned, in place: a page left empty stays as '' so that pages keep their numbers.
+    Lines that repeat at the edges of printed pages (PDF, slides) are their headers and footers; the
+    pages of other formats (a workbook's sheets, a book's chapters) may well begin alike."""
+    pages = [_normalize(page) for page in pages]
+    pages = _drop_repeated_edges(pages) if paged else [_strip_page_numbers(page) for page in pages]
+    return [_BLANK_LINES.sub("\n\n", page).strip() for page in pages]
 
 
 def join(pages: list[str]) -> str:

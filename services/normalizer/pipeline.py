@@ -53,7 +53,7 @@ def _normalize(data: bytes, media_type: str, name: str, pii_kinds: tuple[str, ..
     if extracted.examples:
         return _normalize_examples(extracted.examples, pii_kinds)
     said = from_front_matter(extracted.front_matter)
-    pages = clean.clean_each_page(extracted.pages)
+    pages = clean.clean_each_page(extracted.pages, extracted.paged)
     size = sum(len(page) for page in pages)
     if size > MAX_TEXT_CHARS:
         raise Rejection(RejectReason.TOO_LARGE, f"the text has {size} characters, over {MAX_TEXT_CHARS}")

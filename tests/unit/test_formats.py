@@ -18,6 +18,7 @@ from services.contracts import RejectReason
 from services.normalizer import clean
 from services.normalizer.extract import Rejection, extract
 from services.normalizer.extract.tables import markdown_table
+from services.normalizer.pipeline import normalize
 
 
 @functools.cache
@@ -41,9 +42,25 @@ OFFICE = ["onboarding.pptx", "tarifas.xlsx", "seguridad.odt", "inventario.ods", 
 def test_every_sentence_of_each_format_comes_out(name):
     doc = sample(name)
     _, found = extracted(doc)
-    text = clean.clean_pages(found.pages)
+    text = clean.clean_pages(found.pages, found.paged)
     for sentence in doc.sentences:
         assert sentence in text
+
+
+def test_sheets_that_begin_alike_keep_every_row_headers_and_footers_go_from_printed_pages_only():
+    """A month per sheet, each with the same columns and products: not a page header repeated."""
+    months = {month: [["Producto", "Unidades vendidas", "Tienda"],
+                      *[[product, 10 * i + n, "Centro"] for n, product in enumerate(("Tienda de campaña Tramontana",
+                                                                                     "Saco de dormir Cierzo"))]]
+              for i, month in enumerate(("Enero", "Febrero", "Marzo"), start=1)}
+    data = corpus.make_xlsx(months)
+    text = normalize(data, media.sniff(data[: media.HEAD_BYTES], "ventas.xlsx", io.BytesIO(data)), "ventas.xlsx").text
+    for month, rows in months.items():
+        assert f"# {month}" in text and all(f"| {row[0]} | {row[1]} | {row[2]} |" in text for row in rows[1:])
+    assert text.count("| Producto | Unidades vendidas | Tienda |") == 3
+    printed = [f"ACME Ventas\n{month}: {rows[1][0]} {rows[1][1]}\nPágina {i}" for i, (month, rows) in
+               enumerate(months.items(), start=1)]
+    assert "ACME" not in clean.clean_pages(printed, paged=True) and "ACME" in clean.clean_pages(printed)
 
 
 def test_a_deck_is_a_page_per_slide_with_its_notes_and_a_workbook_a_page_per_sheet():
@@ -91,7 +108,7 @@ def test_a_photo_and_a_multi_page_scan_are_read_by_ocr_a_page_per_frame():
         return
     for doc in pictures.values():
         _, found = extracted(doc)
-        text = clean.clean_pages(found.pages)
+        text = clean.clean_pages(found.pages, found.paged)
         assert all(sentence in text for sentence in doc.sentences), text
     assert len(extracted(pictures["escaneo.tiff"])[1].pages) == 2
 
@@ -110,7 +127,7 @@ def test_an_email_is_its_subject_sender_date_and_body_and_its_attachments_come_a
                            [("informe.pdf", pdf), ("fwd.eml", forwarded), ("informe.pdf", b"%PDF-")])
     kind, found = extracted(corpus.Doc("aviso.eml", mail))
     assert kind == media.EML == media.sniff(mail[: media.HEAD_BYTES], "aviso")  # its headers say it, not its name
-    text = clean.clean_pages(found.pages)
+    text = clean.clean_pages(found.pages, found.paged)
     assert text.startswith("# Calendario de vacaciones\nFrom: Personal <personal@acme.example>\n")
     assert "Date: Tue, 01 Dec 2026 09:30:00 +0100" in text and corpus.ES[-1] in text
     assert [name for name, _ in found.attachments] == ["informe.pdf", "Notas de la reunión.eml", "informe (2).pdf"]
@@ -172,7 +189,7 @@ install them all.</p></div></div>
 
 def test_a_page_that_is_all_content_keeps_every_heading_and_section_and_its_inline_code_in_place():
     kind, found = extracted(corpus.Doc("redistributing.en.html", MANUAL_CHAPTER.encode()))
-    text = clean.clean_pages(found.pages)
+    text = clean.clean_pages(found.pages, found.paged)
     assert kind == media.HTML
     assert "# Chapter 14. Redistributing" in text and "## 14.2. Can I add my program?" in text
     assert "The package tool is free software" in text  # the last section, which trafilatura alone drops
@@ -259,7 +276,7 @@ def test_an_outlook_message_is_read_like_an_email_and_its_attachments_come_apart
                        [("informe.pdf", pdf), ("informe.pdf", b"otra")])
     kind, found = extracted(corpus.Doc("aviso.msg", message))
     assert kind == media.MSG
-    text = clean.clean_pages(found.pages)
+    text = clean.clean_pages(found.pages, found.paged)
     assert text.startswith("# Calendario de vacaciones\nFrom: Personal <personal@acme.example>\n\n")
     assert corpus.ES[-1] in text
     assert found.attachments == [("informe.pdf", pdf), ("informe (2).pdf", b"otra")]
@@ -288,4 +305,4 @@ def test_a_docx_word_split_across_runs_comes_out_whole():
     buffer = io.BytesIO()
     document.save(buffer)
     _, found = extracted(corpus.Doc("forms.docx", buffer.getvalue()))
-    assert "The forms are placed in separate folders" in clean.clean_pages(found.pages)
+    assert "The forms are placed in separate folders" in clean.clean_pages(found.pages, found.paged)

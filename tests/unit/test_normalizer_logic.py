@@ -56,7 +56,7 @@ def test_clean_spaces_tabs_and_hard_spaces_inside_lines_only():
 def test_repeated_headers_footers_and_page_numbers_go():
     body = corpus.ES[:4]
     pages = [f"ACME Manual interno\n{sentence}\nPágina {i} de 4" for i, sentence in enumerate(body, start=1)]
-    text = clean.clean_pages(pages)
+    text = clean.clean_pages(pages, paged=True)
     assert "ACME" not in text and "Página" not in text
     assert all(sentence in text for sentence in body)
     assert clean.clean_pages(["Solo una página\n7"]) == "Solo una página"
