@@ -63,6 +63,24 @@ def test_sheets_that_begin_alike_keep_every_row_headers_and_footers_go_from_prin
     assert "ACME" not in clean.clean_pages(printed, paged=True) and "ACME" in clean.clean_pages(printed)
 
 
+def test_a_chapter_opening_page_gives_its_heading_once_without_the_main_content_extractor(monkeypatch):
+    """Books converted from the web open each chapter with a page of its heading and a navigation
+    bar; trafilatura wrote the heading twice as body text, and the chapter repeats it anyway."""
+    from services.normalizer.extract import html
+
+    monkeypatch.setattr(html, "_main_text", lambda markup: pytest.fail("a title page needs no extractor"))
+    opening = ('<html><body><section><h1>Capítulo 1. Normas</h1><div class="navheader"><table><tr>'
+               '<td><a href="prev.html">Anterior</a></td><td><a href="next.html">Siguiente</a></td>'
+               '</tr></table></div></section></body></html>').encode()
+    assert html.extract(opening).pages == ["# Capítulo 1. Normas"]
+    book = corpus.make_epub("Manual", [("Capítulo 1. Normas", []), ("Capítulo 1. Normas", corpus.ES[:3]),
+                                       ("Capítulo 2. Horarios", corpus.ES[3:6])])
+    _, found = extracted(corpus.Doc("manual.epub", book))
+    text = clean.clean_pages(found.pages, found.paged)
+    assert len(found.pages) == 2 and text.count("Capítulo 1. Normas") == 1 and text.count("Capítulo 2") == 1
+    assert all(sentence in text for sentence in corpus.ES[:6])
+
+
 def test_a_deck_is_a_page_per_slide_with_its_notes_and_a_workbook_a_page_per_sheet():
     kind, deck = extracted(sample("onboarding.pptx"))
     assert kind == media.PPTX and len(deck.pages) == 2
