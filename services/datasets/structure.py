@@ -34,6 +34,12 @@ def heading(line: str) -> tuple[int, str] | None:
     return (len(found.group(1)), found.group(2)) if found else None
 
 
+def only_headings(text: str) -> bool:
+    """Whether every line of a text that is not blank is a heading (a title page, a chapter opening)."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    return bool(lines) and all(heading(line) is not None for line in lines)
+
+
 def paragraphs(pages: list[str], paged: bool = False) -> list[Paragraph]:
     """The paragraphs of a document's pages (blank lines part them, and a heading starts one)."""
     path: list[tuple[int, str]] = []

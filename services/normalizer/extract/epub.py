@@ -7,7 +7,7 @@ import io
 import warnings
 
 from services.contracts import RejectReason
-from services.datasets.structure import heading
+from services.datasets.structure import only_headings
 from services.normalizer.extract import Extracted, Rejection, html
 from services.normalizer.extract.zipped import check_zip
 
@@ -39,9 +39,5 @@ def extract(data: bytes) -> Extracted:
     # a title page or a chapter's opening page that holds only the heading the next chapter begins
     # with adds nothing but the heading again
     pages = [page for page, after in zip(pages, [*pages[1:], ""], strict=True)
-             if not (_only_headings(page) and after.startswith(page))]
+             if not (only_headings(page) and after.startswith(page))]
     return Extracted(pages=pages)
-
-
-def _only_headings(page: str) -> bool:
-    return all(heading(line) is not None for line in page.split("\n") if line.strip())

@@ -18,6 +18,7 @@ import trafilatura
 from resiliparse.extract.html2text import extract_plain_text
 
 from services.contracts import RejectReason
+from services.datasets.structure import only_headings
 from services.normalizer.extract import Extracted, Rejection
 from services.normalizer.extract.tables import markdown_table
 from services.normalizer.extract.text import decode, strip_markdown
@@ -42,7 +43,6 @@ _NOT_TEXT = {"nav", "footer", "script", "style", "noscript", "form", "iframe", "
 _IN_CONTENT = lxml.etree.XPath("boolean(ancestor::article | ancestor::main | ancestor::*[@role='main'])")
 _MIN_KEPT = 0.9  # of the main-content extractor's words, the page's own structure must hold this share
 _MAX_GROWTH = 1.6  # and at most this many times as many words
-_HEADING_BLOCK = re.compile(r"#{1,6} ")
 
 
 def extract(data: bytes) -> Extracted:
@@ -58,12 +58,11 @@ def extract(data: bytes) -> Extracted:
         _unbox(tree)
         markup = lxml.html.tostring(tree, encoding="unicode")
         root = _content_root(tree)
-        blocks = _document_blocks(root)
-        whole = "\n\n".join(blocks)
+        whole = _document_text(root)
         # a page mostly of link text (a listing of teasers) is left to trafilatura's link-density
         # rules, which the fast extractor does not apply as strictly
         fast = _main_text_fast(markup) if _link_share(root) <= _MAX_LINK_SHARE else ""
-        if blocks and all(_HEADING_BLOCK.match(block) for block in blocks):
+        if only_headings(whole):
             text = whole  # a title page (a book's chapter opening): no body for an extractor to find
         elif fast.strip() and _holds_more_of_the_same(whole, fast):
             text = whole  # all content by the fast extractor's measure: trafilatura's is not needed
@@ -129,11 +128,11 @@ def _content_root(tree):
     return root
 
 
-def _document_blocks(root) -> list[str]:
+def _document_text(root) -> str:
     """Every block of the page outside navigation, banners and link lists, in order, as Markdown."""
     blocks: list[str] = []
     _render(root, blocks)
-    return blocks
+    return "\n\n".join(blocks)
 
 
 def _skipped(element) -> bool:
